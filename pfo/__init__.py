@@ -1,0 +1,3 @@
+"""PFO: Probability Flow Optimization for binary-feedback LLM alignment."""
+
+__version__ = "0.1.0"

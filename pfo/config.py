@@ -1,0 +1,252 @@
+"""Stage configs: one dataclass per stage, loaded from a preset YAML with command-line overrides.
+
+A preset YAML has a ``common`` section merged into every stage section (``sft``, ``precompute``,
+``align``, ``evaluate``). Command-line flags named after fields override the YAML:
+``--loss kto --beta 0.05``. Unknown keys and bad values are errors that name the key.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional, get_type_hints
+
+import yaml
+
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class Common:
+    output_dir: str = "runs/default"
+    base_model: str = "smollm2-135m-instruct"   # name in pfo.models.BUILTIN_MODELS, HF name or folder
+    tokenizer: str = ""                          # default: the base model's tokenizer
+    ds_config: str = "ds_configs/zero3.json"
+    dtype: str = "float32"                       # float32 | bfloat16
+    attn_implementation: str = "sdpa"            # sdpa | flash_attention_2 | eager
+    max_length: int = 256
+    seed: int = 0
+
+    def validate(self) -> None:
+        _choice("dtype", self.dtype, ("float32", "bfloat16"))
+        _choice("attn_implementation", self.attn_implementation, ("sdpa", "flash_attention_2", "eager"))
+        _positive("max_length", self.max_length)
+
+    def path(self, *parts: str) -> str:
+        return os.path.join(self.output_dir, *parts)
+
+
+@dataclass
+class FeedbackData:
+    dataset: str = "movielens-100k"              # movielens-100k | local .json/.jsonl/.parquet | hub name
+    dataset_split: str = "train"
+    max_examples: int = 256                      # 0 = all
+    max_eval_examples: int = 64
+    eval_fraction: float = 0.05                  # for files/hub data (MovieLens holds out each user's last item)
+    history_len: int = 10                        # MovieLens: titles in the prompt
+
+    def validate(self) -> None:
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+@dataclass
+class SFTConfig(Common):
+    dataset: str = "sharegpt"                    # sharegpt | local UltraChat-schema file | hub name
+    dataset_split: str = "train_sft"
+    max_examples: int = 64
+    epochs: int = 1
+    batch_size: int = 4                          # global batch (all ranks)
+    lr: float = 2e-5
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    save_every: int = 0                          # DeepSpeed checkpoint every N steps (0 = only at the end)
+    output: str = ""                             # default: <output_dir>/sft (model in <output>/final)
+
+    def validate(self) -> None:
+        super().validate()
+        for k in ("epochs", "batch_size"):
+            _positive(k, getattr(self, k))
+        self.output = self.output or self.path("sft")
+
+
+@dataclass
+class PrecomputeConfig(Common, FeedbackData):
+    ref_model: str = ""                          # default: <output_dir>/sft/final
+    ds_config: str = "ds_configs/zero3_inference.json"
+    batch_size: int = 8                          # per rank
+    shard_size: int = 256                        # rows per Arrow shard
+    kl_pairs: bool = True                        # also score KTO mismatched pairs
+    cache_dir: str = ""                          # default: <output_dir>/ref_cache
+
+    def validate(self) -> None:
+        Common.validate(self)
+        FeedbackData.validate(self)
+        _positive("batch_size", self.batch_size)
+        _positive("shard_size", self.shard_size)
+        self.ref_model = self.ref_model or self.path("sft", "final")
+        self.cache_dir = self.cache_dir or self.path("ref_cache")
+
+
+@dataclass
+class AlignConfig(Common, FeedbackData):
+    policy_init: str = ""                        # default: <output_dir>/sft/final
+    cache_dir: str = ""                          # default: <output_dir>/ref_cache
+    loss: str = "pfo"                            # pfo | pfo_plus | kto | kldo
+    beta: float = 0.1
+    lambda_w: float = 1.0
+    lambda_l: float = 1.0
+    batch_size: int = 8                          # global batch (all ranks), half of each class
+    epochs: int = 1
+    max_steps: int = 0                           # 0 = epochs * examples / batch_size
+    lr: float = 1e-6
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.0
+    save_every: int = 0
+    logprobs: str = "plain"                      # plain (full log-softmax over completion positions)
+    output: str = ""                             # default: <output_dir>/align
+
+    def validate(self) -> None:
+        Common.validate(self)
+        FeedbackData.validate(self)
+        _choice("loss", self.loss, ("pfo", "pfo_plus", "kto", "kldo"))
+        _choice("logprobs", self.logprobs, ("plain",))
+        _positive("beta", self.beta)
+        if self.batch_size < 2 or self.batch_size % 2:
+            raise ConfigError(f"batch_size must be even and >= 2 (both classes in every batch), got {self.batch_size}")
+        self.policy_init = self.policy_init or self.path("sft", "final")
+        self.cache_dir = self.cache_dir or self.path("ref_cache")
+        self.output = self.output or self.path("align")
+
+
+@dataclass
+class EvalConfig(Common, FeedbackData):
+    model: str = ""                              # default: <output_dir>/align/final
+    cache_dir: str = ""                          # default: <output_dir>/ref_cache (eval split = "before")
+    batch_size: int = 8
+    output: str = ""                             # default: <output_dir>/eval
+
+    def validate(self) -> None:
+        Common.validate(self)
+        FeedbackData.validate(self)
+        _positive("batch_size", self.batch_size)
+        self.model = self.model or self.path("align", "final")
+        self.cache_dir = self.cache_dir or self.path("ref_cache")
+        self.output = self.output or self.path("eval")
+
+
+STAGES = {"sft": SFTConfig, "precompute": PrecomputeConfig, "align": AlignConfig, "evaluate": EvalConfig}
+
+
+def _choice(name, value, options):
+    if value not in options:
+        raise ConfigError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def _positive(name, value):
+    if value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def preset_path(name_or_path: str) -> str:
+    if os.path.exists(name_or_path):
+        return name_or_path
+    candidate = os.path.join(PRESET_DIR, f"{name_or_path}.yaml")
+    if os.path.exists(candidate):
+        return candidate
+    known = sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml"))
+    raise ConfigError(f"config {name_or_path!r} is neither a file nor a preset; presets: {known}")
+
+
+def _coerce(cls, key: str, value: Any, typ) -> Any:
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if typ is float and isinstance(value, (int, float, str)):
+            return float(value)
+        if typ is int and not isinstance(value, bool) and (isinstance(value, int) or isinstance(value, str)):
+            return int(value)
+        if typ is str and isinstance(value, (str, int, float)):
+            return str(value)
+    except ValueError:
+        pass
+    raise ConfigError(f"{cls.__name__}.{key}: expected {typ.__name__}, got {value!r}")
+
+
+def build(cls, values: dict) -> Any:
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown {cls.__name__} option(s): {unknown}; known: {sorted(names)}")
+    cfg = cls(**{k: _coerce(cls, k, v, hints[k]) for k, v in values.items()})
+    cfg.validate()
+    return cfg
+
+
+def load_stage_config(stage: str, argv: Optional[list[str]] = None):
+    """Parse ``--config PRESET_OR_YAML`` plus field overrides for one stage."""
+    cls = STAGES[stage]
+    parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"PFO {stage} stage")
+    parser.add_argument("--config", default="cpu-demo", help="preset name (configs/*.yaml) or YAML path")
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
+    for f in fields(cls):
+        parser.add_argument(f"--{f.name}", f"--{f.name.replace('_', '-')}", dest=f.name,
+                            default=argparse.SUPPRESS, help=f"(default from config: {f.default!r})")
+    args = vars(parser.parse_args(argv))
+    path = preset_path(args.pop("config"))
+    args.pop("local_rank")
+    with open(path) as fh:
+        doc = yaml.safe_load(fh) or {}
+    unknown_sections = sorted(set(doc) - set(STAGES) - {"common", "feedback"})
+    if unknown_sections:
+        raise ConfigError(f"{path}: unknown section(s) {unknown_sections}; "
+                          f"allowed: common, feedback, {', '.join(STAGES)}")
+    # "feedback" holds the alignment data settings shared by precompute and align, so the two
+    # stages cannot drift apart (a drift would make align refuse the cache).
+    feedback = (doc.get("feedback") or {}) if issubclass(cls, FeedbackData) else {}
+    values = {**(doc.get("common") or {}), **feedback, **(doc.get(stage) or {}), **args}
+    return build(cls, values)
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def stage_overrides(stage: str, tokens: list[str]) -> list[str]:
+    """run_all.sh overrides -> flags for one stage. ``key=value`` goes to every stage whose config
+    has that key; ``stage.key=value`` only to that stage. A key no stage knows is an error."""
+    out = []
+    for tok in tokens:
+        key, sep, value = tok.partition("=")
+        if not sep:
+            raise ConfigError(f"override {tok!r} must look like key=value or stage.key=value")
+        target, _, name = key.rpartition(".")
+        if target and target not in STAGES:
+            raise ConfigError(f"override {tok!r}: unknown stage {target!r}; stages: {list(STAGES)}")
+        if not any(name in {f.name for f in fields(c)} for c in STAGES.values()):
+            raise ConfigError(f"override {tok!r}: no stage has an option {name!r}")
+        if (not target or target == stage) and name in {f.name for f in fields(STAGES[stage])}:
+            out += [f"--{name}", value]
+    return out
+
+
+if __name__ == "__main__":  # used by run_all.sh: python -m pfo.config STAGE [overrides...]
+    import sys
+
+    try:
+        print("\n".join(stage_overrides(sys.argv[1], sys.argv[2:])))
+    except ConfigError as e:
+        print(f"run_all.sh: {e}", file=sys.stderr)
+        sys.exit(2)

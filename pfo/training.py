@@ -1,0 +1,170 @@
+"""What the training stages share: DeepSpeed engine construction, the step loop with progress,
+JSONL logging, checkpoint/resume, and saving a Hugging Face model folder."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+from typing import Callable, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from . import distributed as dist
+
+
+def load_ds_config(path: str, micro_batch: int, dtype: str, grad_accum: int = 1) -> dict:
+    """Read a ds_configs/*.json and fill in what the stage config decides (batch sizes, bf16).
+    A relative path that does not exist from the working directory is taken from the repo root."""
+    if not os.path.exists(path) and not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+    with open(path) as f:
+        cfg = json.load(f)
+    cfg["train_micro_batch_size_per_gpu"] = micro_batch
+    cfg["gradient_accumulation_steps"] = grad_accum
+    cfg["train_batch_size"] = micro_batch * grad_accum * dist.world_size()
+    cfg["bf16"] = {"enabled": dtype == "bfloat16"}
+    return cfg
+
+
+@contextlib.contextmanager
+def zero3_load_context(ds_config: dict):
+    """While active, from_pretrained builds ZeRO-3 models already partitioned (deepspeed.zero.Init),
+    so no rank ever holds the full model. A no-op for other ZeRO stages."""
+    if ds_config.get("zero_optimization", {}).get("stage") != 3:
+        yield
+        return
+    from transformers.integrations import HfDeepSpeedConfig
+
+    keep_alive = HfDeepSpeedConfig(ds_config)  # transformers consults it through a weakref
+    try:
+        yield
+    finally:
+        del keep_alive
+
+
+def build_engine(module: torch.nn.Module, ds_config: dict, *, lr: float = 0.0, weight_decay: float = 0.0,
+                 warmup_ratio: float = 0.0, total_steps: int = 0, train: bool = True):
+    """deepspeed.initialize with a client AdamW and a cosine schedule with linear warmup (paper B.1).
+
+    A client torch AdamW avoids JIT-building DeepSpeed's fused optimizer ops (minutes on CPU)."""
+    import deepspeed
+    from transformers import get_cosine_schedule_with_warmup
+
+    if not train:
+        engine, *_ = deepspeed.initialize(model=module, config=ds_config)
+        engine.eval()
+        return engine
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    return engine
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_hf_model(engine, tokenizer, dest: str) -> None:
+    """Write a from_pretrained-loadable safetensors folder atomically (temp folder + rename).
+
+    Under ZeRO-3 the full state dict is gathered onto rank 0 only (collective: all ranks call)."""
+    if engine.zero_optimization_stage() == 3:
+        state = engine._zero3_consolidated_16bit_state_dict()
+    else:
+        state = engine.module.state_dict() if dist.is_main() else None
+    if dist.is_main():
+        state = {k.removeprefix("model."): v for k, v in state.items()}  # strip the SequenceLogProbs wrapper
+        tmp = dest.rstrip("/") + ".tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        engine.module.model.save_pretrained(tmp, state_dict=state, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
+    dist.barrier()
+
+
+class JsonlLog:
+    """Per-step records, one JSON object per line (rank 0 writes)."""
+
+    def __init__(self, path: str, resume_step: int):
+        self.path = path
+        if dist.is_main():
+            # On resume, drop records past the checkpoint: those steps are about to be redone.
+            kept = []
+            if resume_step and os.path.exists(path):
+                with open(path) as f:
+                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+            atomic_write_text(path, "".join(kept))
+
+    def write(self, record: dict) -> None:
+        if dist.is_main():
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def partitioning(engine) -> dict:
+    """How ZeRO-3 split the parameters: under stage 3 each rank holds ds_tensor, a 1/world slice."""
+    params = list(engine.module.parameters())
+    split = [p for p in params if hasattr(p, "ds_tensor") and p.ds_tensor.numel() < p.ds_numel]
+    return {"world_size": dist.world_size(), "zero_stage": engine.zero_optimization_stage(),
+            "num_params": len(params), "num_partitioned": len(split),
+            "numel_total": sum(getattr(p, "ds_numel", p.numel()) for p in params),
+            "numel_this_rank": sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)}
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else v
+
+
+def run_loop(engine, total_steps: int, step_fn: Callable[[int], tuple[torch.Tensor, dict]], *, out_dir: str,
+             save_every: int = 0, desc: str = "train", show: tuple = ("loss",)) -> Optional[list]:
+    """Optimizer steps [resume_step, total_steps). step_fn(step) -> (loss to backprop, metrics).
+
+    metrics may hold "tokens" (tokens processed this step, all ranks) for a tokens/s figure.
+    Checkpoints go to out_dir/checkpoints every save_every steps and at the end; rerunning the
+    same command resumes from the latest one (the batch for a step is a function of the step
+    index, so the data order is restored with it).
+    """
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    start = 0
+    if os.path.exists(os.path.join(ckpt_dir, "latest")):
+        path, client = engine.load_checkpoint(ckpt_dir)
+        if path is not None:
+            start = int(client["step"])
+            if dist.is_main():
+                print(f"[pfo] resumed {desc} from {path} at step {start}/{total_steps}", flush=True)
+    log = JsonlLog(os.path.join(out_dir, "log.jsonl"), start)
+    if dist.is_main():
+        atomic_write_text(os.path.join(out_dir, "run_info.json"), json.dumps(partitioning(engine), indent=1))
+    bar = tqdm(total=total_steps, initial=start, desc=desc, disable=not dist.is_main(), dynamic_ncols=True)
+    t_begin = time.time()
+    for step in range(start, total_steps):
+        t0 = time.time()
+        loss, metrics = step_fn(step)
+        lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
+        engine.backward(loss)
+        engine.step()
+        dt = time.time() - t0
+        grad_norm = engine.get_global_grad_norm()  # before clipping
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        tokens = metrics.pop("tokens", None)
+        record = {"step": step + 1, **metrics, "lr": lr, "step_time_s": round(dt, 4),
+                  "elapsed_s": round(time.time() - t_begin, 2)}
+        if tokens is not None:
+            record["tokens_per_s"] = tokens / dt
+        log.write(record)
+        bar.set_postfix({k: _fmt(record[k]) for k in show if k in record})
+        bar.update(1)
+        if (save_every and (step + 1) % save_every == 0) or step + 1 == total_steps:
+            engine.save_checkpoint(ckpt_dir, tag=f"step{step + 1}", client_state={"step": step + 1})
+    bar.close()

@@ -1,0 +1,25 @@
+# The one place that knows how to launch a stage. Sourced by run_all.sh and slurm/*.sbatch.
+#   pfo_launch STAGE NUM_RANKS [stage args...]
+# Multi-node (SLURM): set PFO_HOSTFILE to a DeepSpeed hostfile ("host slots=N" lines) and
+# PFO_MASTER_ADDR; NUM_RANKS is then the ranks per node.
+PFO_ROOT="${PFO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+PFO_PYTHON="${PFO_PYTHON:-python}"
+
+pfo_launch() {
+  local stage="$1" nranks="$2"; shift 2
+  local script="$PFO_ROOT/stages/$stage.py"
+  [ -f "$script" ] || { echo "pfo_launch: no stage $stage" >&2; return 2; }
+  if [ "$stage" = evaluate ]; then  # single process by design
+    "$PFO_PYTHON" "$script" "$@"
+    return
+  fi
+  local port="${PFO_MASTER_PORT:-$((29500 + RANDOM % 1000))}"
+  local -a ds=(-m deepspeed.launcher.runner --master_port "$port")
+  if [ -n "${PFO_HOSTFILE:-}" ]; then
+    ds+=(--hostfile "$PFO_HOSTFILE" --num_gpus "$nranks")
+    [ -n "${PFO_MASTER_ADDR:-}" ] && ds+=(--master_addr "$PFO_MASTER_ADDR")
+  else
+    ds+=(--num_gpus "$nranks")
+  fi
+  "$PFO_PYTHON" "${ds[@]}" "$script" "$@"
+}
