@@ -13,6 +13,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .logprobs import SequenceLogProbs
+from .models import load_model
 
 
 def load_ds_config(path: str, micro_batch: int, dtype: str, grad_accum: int = 1) -> dict:
@@ -45,21 +47,26 @@ def zero3_load_context(ds_config: dict):
         del keep_alive
 
 
-def build_engine(module: torch.nn.Module, ds_config: dict, *, lr: float = 0.0, weight_decay: float = 0.0,
-                 warmup_ratio: float = 0.0, total_steps: int = 0, train: bool = True):
-    """deepspeed.initialize with a client AdamW and a cosine schedule with linear warmup (paper B.1).
-
-    A client torch AdamW avoids JIT-building DeepSpeed's fused optimizer ops (minutes on CPU)."""
+def build_engine(cfg, model_path: str, micro_batch: int, total_steps: int = 0, train: bool = True):
+    """Load the model (already partitioned under ZeRO-3), wrap it in SequenceLogProbs and
+    deepspeed.initialize it; for training with a client AdamW and a cosine schedule with linear
+    warmup (paper B.1). A client torch AdamW avoids JIT-building DeepSpeed's fused optimizer ops
+    (minutes on CPU). cfg is a stage config (ds_config, dtype, attn_implementation; lr,
+    weight_decay and warmup_ratio when training)."""
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
 
+    ds_config = load_ds_config(cfg.ds_config, micro_batch=micro_batch, dtype=cfg.dtype)
+    with zero3_load_context(ds_config):
+        model = load_model(model_path, cfg.dtype, cfg.attn_implementation)
+    module = SequenceLogProbs(model)
     if not train:
         engine, *_ = deepspeed.initialize(model=module, config=ds_config)
         engine.eval()
         return engine
     params = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, int(warmup_ratio * total_steps), total_steps)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     return engine
 

@@ -16,13 +16,13 @@ import torch  # noqa: E402
 from pfo import distributed as dist  # noqa: E402
 from pfo.cache import CacheError, ReferenceCache, run_fields  # noqa: E402
 from pfo.data import DataError, prepare_feedback  # noqa: E402
-from pfo.logprobs import SequenceLogProbs, collate  # noqa: E402
+from pfo.logprobs import collate  # noqa: E402
 from pfo.losses import NEEDS_KL_PAIRS, get_loss  # noqa: E402
-from pfo.models import load_model, load_tokenizer  # noqa: E402
+from pfo.models import load_tokenizer  # noqa: E402
 from pfo.runtime import fail, say, start_stage  # noqa: E402
 from pfo.sampler import BalancedBatches  # noqa: E402
 from pfo.tokenization import tokenizer_fingerprint  # noqa: E402
-from pfo.training import build_engine, load_ds_config, run_loop, save_hf_model, zero3_load_context  # noqa: E402
+from pfo.training import build_engine, run_loop, save_hf_model  # noqa: E402
 
 
 def _nan_to_none(v: float):
@@ -61,11 +61,7 @@ def main(argv=None):
     desirable = torch.tensor(rows.desirable)
     loss_fn = get_loss(cfg.loss)
 
-    ds_config = load_ds_config(cfg.ds_config, micro_batch=micro, dtype=cfg.dtype)
-    with zero3_load_context(ds_config):
-        model = load_model(cfg.policy_init, cfg.dtype, cfg.attn_implementation)
-    engine = build_engine(SequenceLogProbs(model), ds_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          warmup_ratio=cfg.warmup_ratio, total_steps=total)
+    engine = build_engine(cfg, cfg.policy_init, micro, total_steps=total)
 
     def step_fn(step):
         global_idx = sampler.batch(step)             # same on every rank

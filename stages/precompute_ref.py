@@ -16,11 +16,11 @@ from tqdm.auto import tqdm  # noqa: E402
 import pfo  # noqa: E402
 from pfo import cache as C, distributed as dist  # noqa: E402
 from pfo.data import DataError, prepare_feedback  # noqa: E402
-from pfo.logprobs import SequenceLogProbs, collate  # noqa: E402
-from pfo.models import load_model, load_tokenizer, model_fingerprint  # noqa: E402
+from pfo.logprobs import collate  # noqa: E402
+from pfo.models import load_tokenizer, model_fingerprint  # noqa: E402
 from pfo.runtime import fail, say, start_stage  # noqa: E402
 from pfo.tokenization import tokenizer_fingerprint  # noqa: E402
-from pfo.training import build_engine, load_ds_config, zero3_load_context  # noqa: E402
+from pfo.training import build_engine  # noqa: E402
 
 
 def plan(cfg, fset):
@@ -81,10 +81,7 @@ def main(argv=None):
     mine = todo[dist.rank()::dist.world_size()]
     say(f"{len(todo)} shard(s) to compute ({len(plan(cfg, fset)) - len(todo)} reused)")
 
-    ds_config = load_ds_config(cfg.ds_config, micro_batch=cfg.batch_size, dtype=cfg.dtype)
-    with zero3_load_context(ds_config):
-        model = load_model(cfg.ref_model, cfg.dtype, cfg.attn_implementation)
-    engine = build_engine(SequenceLogProbs(model), ds_config, train=False)
+    engine = build_engine(cfg, cfg.ref_model, cfg.batch_size, train=False)
 
     # Work list of batches; under ZeRO-3 every forward is collective, so all ranks run the same
     # number of forwards (ranks out of work repeat a dummy batch and discard it).

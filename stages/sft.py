@@ -13,10 +13,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pfo import distributed as dist  # noqa: E402
 from pfo.data import DataError, load_sft_conversations, tokenize_conversations  # noqa: E402
-from pfo.logprobs import SequenceLogProbs, collate  # noqa: E402
-from pfo.models import load_model, load_tokenizer  # noqa: E402
+from pfo.logprobs import collate  # noqa: E402
+from pfo.models import load_tokenizer  # noqa: E402
 from pfo.runtime import fail, say, start_stage  # noqa: E402
-from pfo.training import build_engine, load_ds_config, run_loop, save_hf_model, zero3_load_context  # noqa: E402
+from pfo.training import build_engine, run_loop, save_hf_model  # noqa: E402
 
 
 def main(argv=None):
@@ -38,11 +38,7 @@ def main(argv=None):
     total = steps_per_epoch * cfg.epochs
     micro = cfg.batch_size // world
 
-    ds_config = load_ds_config(cfg.ds_config, micro_batch=micro, dtype=cfg.dtype)
-    with zero3_load_context(ds_config):
-        model = load_model(cfg.base_model, cfg.dtype, cfg.attn_implementation)
-    engine = build_engine(SequenceLogProbs(model), ds_config, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                          warmup_ratio=cfg.warmup_ratio, total_steps=total)
+    engine = build_engine(cfg, cfg.base_model, micro, total_steps=total)
 
     def step_fn(step):
         epoch, k = divmod(step, steps_per_epoch)
