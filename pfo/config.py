@@ -31,9 +31,12 @@ class Common:
     attn_implementation: str = "sdpa"            # sdpa | flash_attention_2 | eager
     max_length: int = 256
     seed: int = 0
+    logprobs: str = "fused"                      # fused (chunked, no [tokens, vocab] logits) | plain
+    chunk_tokens: int = 0                        # fused: tokens per logits chunk (0 = ~64 MiB of fp32 logits)
 
     def validate(self) -> None:
         _choice("dtype", self.dtype, ("float32", "bfloat16"))
+        _choice("logprobs", self.logprobs, ("fused", "plain"))
         _choice("attn_implementation", self.attn_implementation, ("sdpa", "flash_attention_2", "eager"))
         _positive("max_length", self.max_length)
 
@@ -108,14 +111,19 @@ class AlignConfig(Common, FeedbackData):
     warmup_ratio: float = 0.1
     weight_decay: float = 0.0
     save_every: int = 0
-    logprobs: str = "plain"                      # plain (full log-softmax over completion positions)
+    grad_accum: int = 1                          # micro-batches per rank per optimizer step
+    normalizer: str = "global"                   # global (exact over ranks and micro-batches) | ema | micro
+    ema_decay: float = 0.9                       # normalizer=ema: decay of the running E[exp(t)]
     output: str = ""                             # default: <output_dir>/align
 
     def validate(self) -> None:
         Common.validate(self)
         FeedbackData.validate(self)
         _choice("loss", self.loss, ("pfo", "pfo_plus", "kto", "kldo"))
-        _choice("logprobs", self.logprobs, ("plain",))
+        _choice("normalizer", self.normalizer, ("global", "ema", "micro"))
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        _positive("grad_accum", self.grad_accum)
         _positive("beta", self.beta)
         if self.batch_size < 2 or self.batch_size % 2:
             raise ConfigError(f"batch_size must be even and >= 2 (both classes in every batch), got {self.batch_size}")

@@ -69,3 +69,8 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def gather(local: Tensor) -> Tensor:
+    """Concatenate per-rank [b] tensors (equal b) in rank order, without gradient."""
+    return gather_with_grad(local.detach())

@@ -24,6 +24,10 @@ class LossOutput(NamedTuple):
     undesirable_reward: Tensor
     desirable_logp: Tensor       # mean policy sequence log-prob per class (nan if none)
     undesirable_logp: Tensor
+    # this batch's log E[exp(t)] per class (detached; nan where the loss has no such term):
+    # what an EMA normaliser (pfo.normalizer) tracks across steps
+    desirable_log_mean_exp: Tensor = torch.tensor(math.nan)
+    undesirable_log_mean_exp: Tensor = torch.tensor(math.nan)
 
 
 def masked_mean(t: Tensor, mask: Tensor) -> Tensor:
@@ -31,17 +35,29 @@ def masked_mean(t: Tensor, mask: Tensor) -> Tensor:
     return (t * mask).sum() / mask.sum().clamp(min=1)
 
 
-def masked_log_mean_exp(t: Tensor, mask: Tensor) -> Tensor:
+def masked_log_mean_exp(t: Tensor, mask: Tensor, log_denominator: Optional[Tensor] = None) -> Tensor:
     """log( mean_{mask} exp(t) ) via logsumexp; 0 (zero gradient) when the mask is empty.
 
     Masked entries are replaced by -inf *before* exp, so they get an exact zero weight; the
     empty case is handled separately because logsumexp over all -inf has a NaN gradient.
+
+    With log_denominator = log D (a detached running estimate of E[exp(t)], MINE-style), the
+    value is log D and the gradient is mean_{mask} exp(t_i - log D) * grad t_i: the batch mean in
+    the denominator is replaced by the estimate, so huge batches need not be seen at once.
     """
     n = mask.sum()
     if int(n) == 0:
         return t.sum() * 0.0
+    if log_denominator is not None:
+        log_denominator = log_denominator.to(t.dtype)
+        w = (torch.exp(t - log_denominator) * mask).sum() / n
+        return log_denominator + (w - w.detach())
     filled = t.masked_fill(~mask, float("-inf"))
     return torch.logsumexp(filled, dim=0) - torch.log(n.to(t.dtype))
+
+
+def _batch_lme(t: Tensor, mask: Tensor) -> Tensor:
+    return masked_log_mean_exp(t.detach(), mask) if bool(mask.any()) else torch.tensor(math.nan)
 
 
 def _class_mean(t: Tensor, mask: Tensor) -> Tensor:
@@ -49,8 +65,9 @@ def _class_mean(t: Tensor, mask: Tensor) -> Tensor:
     return t[mask].mean() if bool(mask.any()) else torch.full((), math.nan, dtype=t.dtype)
 
 
-def _output(loss, rewards, policy_logps, desirable) -> LossOutput:
+def _output(loss, rewards, policy_logps, desirable, lme_pos=None, lme_neg=None) -> LossOutput:
     undesirable = ~desirable
+    nan = torch.tensor(math.nan)
     return LossOutput(
         loss=loss,
         rewards=rewards.detach(),
@@ -58,34 +75,51 @@ def _output(loss, rewards, policy_logps, desirable) -> LossOutput:
         undesirable_reward=_class_mean(rewards, undesirable),
         desirable_logp=_class_mean(policy_logps, desirable),
         undesirable_logp=_class_mean(policy_logps, undesirable),
+        desirable_log_mean_exp=_batch_lme(lme_pos, desirable) if lme_pos is not None else nan,
+        undesirable_log_mean_exp=_batch_lme(lme_neg, undesirable) if lme_neg is not None else nan,
     )
+
+
+def _denominators(log_denominators):
+    """(log D+, log D-) from an optional pair; None entries mean 'exact batch normaliser'."""
+    return log_denominators if log_denominators is not None else (None, None)
 
 
 def _rewards(policy_logps: Tensor, ref_logps: Tensor, beta: float) -> Tensor:
     return beta * (policy_logps - ref_logps.to(policy_logps.dtype))
 
 
-def pfo_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0, **_) -> LossOutput:
+# log_denominators: optional (log D+, log D-) running estimates of E[exp(t)] per class, which
+# replace the batch means inside log E[exp(t)] (normalizer "ema"); None = exact batch normaliser.
+
+def pfo_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0,
+             log_denominators=None, **_) -> LossOutput:
     """Eq. 4: -lw * log E+[exp(s(r))] + ll * log E-[exp(s(r))]."""
+    d_pos, d_neg = _denominators(log_denominators)
     r = _rewards(policy_logps, ref_logps, beta)
     t = torch.sigmoid(r)
-    loss = -lambda_w * masked_log_mean_exp(t, desirable) + lambda_l * masked_log_mean_exp(t, ~desirable)
-    return _output(loss, r, policy_logps, desirable)
+    loss = (-lambda_w * masked_log_mean_exp(t, desirable, d_pos)
+            + lambda_l * masked_log_mean_exp(t, ~desirable, d_neg))
+    return _output(loss, r, policy_logps, desirable, lme_pos=t, lme_neg=t)
 
 
-def pfo_plus_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0, **_) -> LossOutput:
+def pfo_plus_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0,
+                  log_denominators=None, **_) -> LossOutput:
     """Eq. 9: -lw * E+[s(r)] + ll * log E-[exp(s(r))]."""
+    _, d_neg = _denominators(log_denominators)
     r = _rewards(policy_logps, ref_logps, beta)
     t = torch.sigmoid(r)
-    loss = -lambda_w * masked_mean(t, desirable) + lambda_l * masked_log_mean_exp(t, ~desirable)
-    return _output(loss, r, policy_logps, desirable)
+    loss = -lambda_w * masked_mean(t, desirable) + lambda_l * masked_log_mean_exp(t, ~desirable, d_neg)
+    return _output(loss, r, policy_logps, desirable, lme_neg=t)
 
 
-def kldo_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0, **_) -> LossOutput:
+def kldo_loss(policy_logps, ref_logps, desirable, *, beta, lambda_w=1.0, lambda_l=1.0,
+              log_denominators=None, **_) -> LossOutput:
     """Eq. 3: -lw * E+[r] + ll * log E-[exp(r)]."""
+    _, d_neg = _denominators(log_denominators)
     r = _rewards(policy_logps, ref_logps, beta)
-    loss = -lambda_w * masked_mean(r, desirable) + lambda_l * masked_log_mean_exp(r, ~desirable)
-    return _output(loss, r, policy_logps, desirable)
+    loss = -lambda_w * masked_mean(r, desirable) + lambda_l * masked_log_mean_exp(r, ~desirable, d_neg)
+    return _output(loss, r, policy_logps, desirable, lme_neg=r)
 
 
 def kto_z0(policy_kl_logps: Tensor, ref_kl_logps: Tensor, beta: float) -> Tensor:

@@ -7,7 +7,7 @@ import json
 import os
 import shutil
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -47,7 +47,8 @@ def zero3_load_context(ds_config: dict):
         del keep_alive
 
 
-def build_engine(cfg, model_path: str, micro_batch: int, total_steps: int = 0, train: bool = True):
+def build_engine(cfg, model_path: str, micro_batch: int, total_steps: int = 0, train: bool = True,
+                 grad_accum: int = 1):
     """Load the model (already partitioned under ZeRO-3), wrap it in SequenceLogProbs and
     deepspeed.initialize it; for training with a client AdamW and a cosine schedule with linear
     warmup (paper B.1). A client torch AdamW avoids JIT-building DeepSpeed's fused optimizer ops
@@ -56,10 +57,10 @@ def build_engine(cfg, model_path: str, micro_batch: int, total_steps: int = 0, t
     import deepspeed
     from transformers import get_cosine_schedule_with_warmup
 
-    ds_config = load_ds_config(cfg.ds_config, micro_batch=micro_batch, dtype=cfg.dtype)
+    ds_config = load_ds_config(cfg.ds_config, micro_batch=micro_batch, dtype=cfg.dtype, grad_accum=grad_accum)
     with zero3_load_context(ds_config):
         model = load_model(model_path, cfg.dtype, cfg.attn_implementation)
-    module = SequenceLogProbs(model)
+    module = SequenceLogProbs(model, fused=cfg.logprobs == "fused", chunk_tokens=cfg.chunk_tokens or None)
     if not train:
         engine, *_ = deepspeed.initialize(model=module, config=ds_config)
         engine.eval()
@@ -132,21 +133,29 @@ def _fmt(v):
     return f"{v:.4g}" if isinstance(v, float) else v
 
 
-def run_loop(engine, total_steps: int, step_fn: Callable[[int], tuple[torch.Tensor, dict]], *, out_dir: str,
-             save_every: int = 0, desc: str = "train", show: tuple = ("loss",)) -> Optional[list]:
-    """Optimizer steps [resume_step, total_steps). step_fn(step) -> (loss to backprop, metrics).
+def run_loop(engine, total_steps: int, step_fn: Callable, *, out_dir: str,
+             save_every: int = 0, desc: str = "train", show: tuple = ("loss",), extra_state=None) -> None:
+    """Optimizer steps [resume_step, total_steps).
+
+    step_fn(step, micro_step) -> metrics runs one optimizer step: it calls micro_step(loss) once
+    per micro-batch (engine.backward + engine.step; DeepSpeed applies the optimizer at the
+    gradient-accumulation boundary, after dividing each loss by the number of micro-batches).
 
     metrics may hold "tokens" (tokens processed this step, all ranks) for a tokens/s figure.
     Checkpoints go to out_dir/checkpoints every save_every steps and at the end; rerunning the
     same command resumes from the latest one (the batch for a step is a function of the step
-    index, so the data order is restored with it).
+    index, so the data order is restored with it). extra_state: {name: object with
+    state_dict/load_state_dict} saved in and restored from the checkpoints.
     """
+    extra_state = extra_state or {}
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     start = 0
     if os.path.exists(os.path.join(ckpt_dir, "latest")):
         path, client = engine.load_checkpoint(ckpt_dir)
         if path is not None:
             start = int(client["step"])
+            for name, obj in extra_state.items():
+                obj.load_state_dict(client[name])
             if dist.is_main():
                 print(f"[pfo] resumed {desc} from {path} at step {start}/{total_steps}", flush=True)
     log = JsonlLog(os.path.join(out_dir, "log.jsonl"), start)
@@ -156,10 +165,12 @@ def run_loop(engine, total_steps: int, step_fn: Callable[[int], tuple[torch.Tens
     t_begin = time.time()
     for step in range(start, total_steps):
         t0 = time.time()
-        loss, metrics = step_fn(step)
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
-        engine.backward(loss)
-        engine.step()
+
+        def micro_step(loss):
+            engine.backward(loss)
+            engine.step()
+        metrics = step_fn(step, micro_step)
         dt = time.time() - t0
         grad_norm = engine.get_global_grad_norm()  # before clipping
         if grad_norm is not None:
@@ -173,5 +184,6 @@ def run_loop(engine, total_steps: int, step_fn: Callable[[int], tuple[torch.Tens
         bar.set_postfix({k: _fmt(record[k]) for k in show if k in record})
         bar.update(1)
         if (save_every and (step + 1) % save_every == 0) or step + 1 == total_steps:
-            engine.save_checkpoint(ckpt_dir, tag=f"step{step + 1}", client_state={"step": step + 1})
+            client = {"step": step + 1, **{name: obj.state_dict() for name, obj in extra_state.items()}}
+            engine.save_checkpoint(ckpt_dir, tag=f"step{step + 1}", client_state=client)
     bar.close()

@@ -39,7 +39,7 @@ def main(argv=None):
     model = load_model(cfg.model, cfg.dtype, cfg.attn_implementation).eval()
     items = [tok for _, tok in fset.eval]
     with tqdm(total=len(items), desc="Δ-margin (aligned model)", dynamic_ncols=True) as bar:
-        after = score(SequenceLogProbs(model), items, tokenizer.pad_token_id, cfg.batch_size, progress=bar)
+        after = score(SequenceLogProbs(model, cfg.logprobs == "fused", cfg.chunk_tokens or None), items, tokenizer.pad_token_id, cfg.batch_size, progress=bar)
     result = {"model": os.path.abspath(cfg.model), "cache": os.path.abspath(cfg.cache_dir),
               **delta_margin(rows.ref_logp, after, rows.desirable)}
     os.makedirs(cfg.output, exist_ok=True)

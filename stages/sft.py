@@ -40,7 +40,7 @@ def main(argv=None):
 
     engine = build_engine(cfg, cfg.base_model, micro, total_steps=total)
 
-    def step_fn(step):
+    def step_fn(step, micro_step):
         epoch, k = divmod(step, steps_per_epoch)
         order = list(range(len(items)))
         random.Random(f"{cfg.seed}:{epoch}").shuffle(order)
@@ -49,7 +49,8 @@ def main(argv=None):
         targets = sum(t.num_target_tokens for t in batch)
         logps = engine(**collate(batch, tokenizer.pad_token_id, engine.device))
         loss = -logps.sum() / max(targets, 1)   # mean token NLL over this rank's targets
-        return loss, {"loss": loss.item(),
+        micro_step(loss)
+        return {"loss": loss.item(),
                       "tokens": sum(len(t.input_ids) for t in batch) * world}
 
     os.makedirs(cfg.output, exist_ok=True)

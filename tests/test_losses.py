@@ -154,3 +154,48 @@ def test_global_batch_from_rank_slices():
             fn(torch.cat(parts), ref, des, beta=0.5, **kw).loss.backward()
             summed[rank * 4:(rank + 1) * 4] = local.grad
         assert torch.allclose(summed, full.grad, atol=1e-12), name
+
+
+def test_log_denominator_equal_to_batch_value_gives_exact_gradient():
+    """MINE-style estimate: when the running log D equals this batch's log E[exp(t)], value and
+    gradient equal the exact normaliser's."""
+    g = torch.Generator().manual_seed(11)
+    policy = torch.randn(8, generator=g, dtype=torch.float64)
+    ref = torch.randn(8, generator=g, dtype=torch.float64)
+    des = torch.tensor([1, 0] * 4, dtype=torch.bool)
+    for fn in (pfo_loss, pfo_plus_loss, kldo_loss):
+        exact_in = policy.clone().requires_grad_()
+        exact = fn(exact_in, ref, des, beta=0.7)
+        exact.loss.backward()
+        denoms = (exact.desirable_log_mean_exp, exact.undesirable_log_mean_exp)
+        denoms = tuple(None if math.isnan(d.item()) else d for d in denoms)
+        est_in = policy.clone().requires_grad_()
+        est = fn(est_in, ref, des, beta=0.7, log_denominators=denoms)
+        est.loss.backward()
+        assert est.loss.item() == pytest.approx(exact.loss.item(), abs=1e-12)
+        assert torch.allclose(est_in.grad, exact_in.grad, atol=1e-12)
+
+
+def test_log_denominator_scales_gradient_weights():
+    """With log D = log E_batch[exp t] + log 2 the log E[exp] gradient halves."""
+    t = torch.tensor([0.1, 0.5, -0.2], dtype=torch.float64, requires_grad=True)
+    m = torch.tensor([True, True, True])
+    exact = masked_log_mean_exp(t, m)
+    (g_exact,) = torch.autograd.grad(exact, t)
+    (g_half,) = torch.autograd.grad(masked_log_mean_exp(t, m, exact.detach() + math.log(2)), t)
+    assert torch.allclose(g_half, g_exact / 2, atol=1e-12)
+
+
+def test_ema_denominator_bias_corrected_and_resumable():
+    from pfo.normalizer import EmaLogDenominator
+
+    ema = EmaLogDenominator(decay=0.9)
+    assert ema.update(float("nan")) is None          # nothing seen yet
+    assert ema.update(2.0).item() == pytest.approx(2.0)  # bias correction: first value exact
+    assert ema.update(2.0).item() == pytest.approx(2.0)  # constant stream stays exact
+    v = ema.update(math.log(10.0)).item()             # D = (0.9*0.1*e^2 + 0.1*10 ... ) / (1 - 0.9^3)
+    d = (0.9 * 0.9 * 0.1 * math.exp(2) + 0.9 * 0.1 * math.exp(2) + 0.1 * 10.0) / (1 - 0.9 ** 3)
+    assert v == pytest.approx(math.log(d), abs=1e-9)
+    clone = EmaLogDenominator()
+    clone.load_state_dict(ema.state_dict())
+    assert clone.update(1.0).item() == pytest.approx(ema.update(1.0).item())

@@ -77,8 +77,9 @@ def test_cached_reference_equals_on_the_fly(run):
     tok = load_tokenizer(cfg.ref_model)
     fset = prepare_feedback(cfg, tok, kl_pairs=True)
     rows = ReferenceCache(cfg.cache_dir).rows("train", fset.ids("train"), fset.token_hashes("train"))
-    model = SequenceLogProbs(load_model(cfg.ref_model).eval())
-    # a different batch size than the precompute run, on purpose
+    # the plain head path, no DeepSpeed, a different batch size: the cache was written by the
+    # fused path under ZeRO-3 inference, so this cross-checks both
+    model = SequenceLogProbs(load_model(cfg.ref_model).eval(), fused=False)
     fresh = score(model, [t for _, t in fset.train], tok.pad_token_id, batch_size=5)
     fresh_kl = score(model, [t for _, t in fset.kl], tok.pad_token_id, batch_size=3)
     np.testing.assert_allclose(rows.ref_logp, fresh, rtol=1e-5, atol=1e-4)
@@ -86,22 +87,33 @@ def test_cached_reference_equals_on_the_fly(run):
     assert rows.kl_partner_id == [p for p, _ in fset.kl]
 
 
-def test_two_ranks_match_one_rank(run):
-    """Same SFT model, cache and global batches: the 2-rank run's losses and final parameters equal
-    a 1-rank run's (the batch-coupled loss is computed over the gathered global batch)."""
+KEYS = ("loss", "margin", "logp_desirable", "logp_undesirable", "grad_norm")
+
+
+def _same_run(a, b):
+    """Per-step logs agree. grad_norm is the norm of the full reduced gradient: a missing
+    world-size factor or a per-rank normaliser changes it, even where Adam's update hides it."""
+    assert len(a) == len(b) == 4
+    return all(ra[k] == pytest.approx(rb[k], rel=1e-4, abs=1e-6) for ra, rb in zip(a, b) for k in KEYS)
+
+
+@pytest.fixture(scope="module")
+def one_rank_plain(run):
+    """Reference: 1 rank, the plain (unfused) log-prob path, the whole global batch at once."""
+    out = os.path.join(run, "align-1rank-plain")
+    _launch("align", 1, "--config", "smoke", "--output_dir", run, "--output", out, "--logprobs", "plain")
+    return out
+
+
+def test_two_ranks_fused_match_one_rank_plain(run, one_rank_plain):
+    """Same SFT model, cache and global batches: the 2-rank ZeRO-3 fused run's losses, gradient norms
+    and final parameters equal the 1-rank plain run's."""
     from transformers import AutoModelForCausalLM
 
-    one = os.path.join(run, "align-1rank")
-    _launch("align", 1, "--config", "smoke", "--output_dir", run, "--output", one)
-    a, b = _log(os.path.join(run, "align", "log.jsonl")), _log(os.path.join(one, "log.jsonl"))
-    assert len(a) == len(b) == 4
-    for ra, rb in zip(a, b):
-        # grad_norm is the norm of the full (reduced) gradient: a missing world-size factor or a
-        # per-rank normaliser would change it, even where Adam's normalised update hides it.
-        for key in ("loss", "margin", "logp_desirable", "logp_undesirable", "grad_norm"):
-            assert ra[key] == pytest.approx(rb[key], rel=1e-4, abs=1e-6), (ra["step"], key)
+    a, b = _log(os.path.join(run, "align", "log.jsonl")), _log(os.path.join(one_rank_plain, "log.jsonl"))
+    assert _same_run(a, b), (a, b)
     m2 = AutoModelForCausalLM.from_pretrained(os.path.join(run, "align", "final")).state_dict()
-    m1 = AutoModelForCausalLM.from_pretrained(os.path.join(one, "final")).state_dict()
+    m1 = AutoModelForCausalLM.from_pretrained(os.path.join(one_rank_plain, "final")).state_dict()
     sft = AutoModelForCausalLM.from_pretrained(os.path.join(run, "sft", "final")).state_dict()
     for k in m1:
         update, diff = (m1[k] - sft[k]).abs(), (m2[k] - m1[k]).abs()
@@ -111,6 +123,29 @@ def test_two_ranks_match_one_rank(run):
         # relative to the update, and the mean difference tightly.
         assert diff.max() <= 0.05 * update.max(), k
         assert diff.mean() <= 1e-4 * update.mean(), k
+
+
+def test_global_normalizer_with_accumulation_matches_one_rank(run, one_rank_plain):
+    """normalizer=global, 2 ranks x 2 accumulation micro-batches == 1 rank on the whole batch;
+    normalizer=micro (per micro-batch, as public trainers do) measurably differs."""
+    ref = _log(os.path.join(one_rank_plain, "log.jsonl"))
+    glob = os.path.join(run, "align-2x2-global")
+    _launch("align", 2, "--config", "smoke", "--output_dir", run, "--output", glob, "--grad_accum", "2")
+    assert _same_run(_log(os.path.join(glob, "log.jsonl")), ref)
+    micro = os.path.join(run, "align-2x2-micro")
+    _launch("align", 2, "--config", "smoke", "--output_dir", run, "--output", micro, "--grad_accum", "2",
+            "--normalizer", "micro")
+    assert not _same_run(_log(os.path.join(micro, "log.jsonl")), ref)
+
+
+def test_ema_normalizer_runs_and_starts_exact(run):
+    """normalizer=ema on 2 ranks: the first step's bias-corrected estimate is the exact global
+    batch value, so step 1 equals the global run; afterwards it is a running estimate."""
+    ema = os.path.join(run, "align-ema")
+    _launch("align", 2, "--config", "smoke", "--output_dir", run, "--output", ema, "--normalizer", "ema")
+    a, b = _log(os.path.join(ema, "log.jsonl")), _log(os.path.join(run, "align", "log.jsonl"))
+    assert len(a) == 4 and all(np.isfinite(r["loss"]) and np.isfinite(r["grad_norm"]) for r in a)
+    assert a[0]["grad_norm"] == pytest.approx(b[0]["grad_norm"], rel=1e-4)
 
 
 def test_align_never_constructs_a_reference_model(run, tmp_path):
