@@ -15,8 +15,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-# Elements of one logits chunk (fp32): 2^24 = 64 MiB. At V = 49,152 that is 341 tokens a chunk.
-DEFAULT_CHUNK_ELEMENTS = 1 << 24
+# Elements of one logits chunk: 2^23 (32 MiB in fp32), 170 tokens a chunk at V = 49,152. Smaller
+# chunks did not make the CPU step faster or slower within noise (benchmarks/fused_loss.py).
+DEFAULT_CHUNK_ELEMENTS = 1 << 23
 
 
 def _chunks(n: int, vocab: int, chunk_tokens: Optional[int]):
@@ -43,8 +44,11 @@ class _FusedTokenLogprobs(torch.autograd.Function):
         out = torch.empty(n, dtype=_acc(hidden), device=hidden.device)
         for lo, hi in _chunks(n, vocab, chunk_tokens):
             z = _logits(hidden[lo:hi], weight, bias)
-            lse[lo:hi] = torch.logsumexp(z, dim=-1)
-            out[lo:hi] = z.gather(-1, targets[lo:hi, None]).squeeze(-1) - lse[lo:hi]
+            target_logit = z.gather(-1, targets[lo:hi, None]).squeeze(-1)
+            # logsumexp in place (torch.logsumexp would allocate a second chunk-sized buffer)
+            m = z.amax(-1, keepdim=True)
+            lse[lo:hi] = z.sub_(m).exp_().sum(-1).log_().add_(m.squeeze(-1))
+            out[lo:hi] = target_logit - lse[lo:hi]
         ctx.save_for_backward(hidden, weight, bias, targets, lse)
         ctx.chunk_tokens = chunk_tokens
         return out
@@ -62,7 +66,8 @@ class _FusedTokenLogprobs(torch.autograd.Function):
         for lo, hi in _chunks(n, vocab, ctx.chunk_tokens):
             g = grad_out[lo:hi].to(acc)
             z = _logits(hidden[lo:hi], weight, bias)
-            dz = torch.exp(z - lse[lo:hi, None]).mul_(-g[:, None])          # -g * p
+            # in place on the recomputed logits: one chunk-sized buffer in backward
+            dz = z.sub_(lse[lo:hi, None]).exp_().mul_(-g[:, None])           # -g * p
             dz.scatter_add_(-1, targets[lo:hi, None], g[:, None])            # + g * onehot(y)
             if need_h:
                 grad_h[lo:hi] = (dz @ w_acc).to(hidden.dtype)
