@@ -1,7 +1,7 @@
 """Cost per optimizer step of the batch normaliser modes, through the real alignment stage.
 
     ./run_all.sh                      # once: the cpu-demo SFT model and reference cache
-    python benchmarks/normalizer.py [--steps 4] [--grad-accum 2]
+    python benchmarks/normalizer.py [--steps 4] [--grad-accum 2] [--repeats 2]
 
 Runs stages/align.py (1 rank, cpu-demo) with normalizer=global, ema and micro and the same
 gradient accumulation, each into a scratch folder, and compares the median step time (first step
@@ -36,9 +36,15 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--grad-accum", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()
-    with tempfile.TemporaryDirectory() as scratch:
-        t = {m: run(m, a.steps, a.grad_accum, scratch) for m in ("micro", "global", "ema")}
+    modes = ["micro", "global", "ema"]
+    runs: dict = {m: [] for m in modes}
+    for r in range(a.repeats):  # alternate the order so machine noise hits every mode alike
+        for m in (modes if r % 2 == 0 else modes[::-1]):
+            with tempfile.TemporaryDirectory() as scratch:
+                runs[m].append(run(m, a.steps, a.grad_accum, scratch))
+    t = {m: statistics.median(v) for m, v in runs.items()}
     for m, v in t.items():
         print(f"normalizer={m:6s} grad_accum={a.grad_accum}: median {v:.2f} s/step")
     print(f"ratio global_over_micro_step_time {t['global'] / t['micro']:.3f}")

@@ -32,7 +32,7 @@ class Common:
     max_length: int = 256
     seed: int = 0
     logprobs: str = "fused"                      # fused (chunked, no [tokens, vocab] logits) | plain
-    chunk_tokens: int = 0                        # fused: tokens per logits chunk (0 = ~64 MiB of fp32 logits)
+    chunk_tokens: int = 0                        # fused: tokens per logits chunk (0 = 32 MiB of fp32 logits)
 
     def validate(self) -> None:
         _choice("dtype", self.dtype, ("float32", "bfloat16"))

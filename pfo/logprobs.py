@@ -34,7 +34,7 @@ def select_targets(hidden: Tensor, input_ids: Tensor, loss_mask: Tensor):
 def reference_sequence_logprobs(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], input_ids: Tensor,
                                 loss_mask: Tensor) -> Tensor:
     """Naive reference: logits for every position [B, T, V], log-softmax, gather, masked sum."""
-    logits = (hidden @ weight.t()).float()
+    logits = hidden.float() @ weight.float().t()
     if bias is not None:
         logits = logits + bias.float()
     logps = logits[:, :-1].log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
@@ -65,6 +65,11 @@ class SequenceLogProbs(nn.Module):
 
     def __init__(self, model: nn.Module, fused: bool = True, chunk_tokens: Optional[int] = None):
         super().__init__()
+        for attr in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+            if getattr(model.config, attr, None) not in (None, 1, 1.0):
+                # the head paths here compute plain softmax(h W^T + b); these models transform logits
+                raise NotImplementedError(f"{type(model).__name__} uses {attr}={getattr(model.config, attr)}, "
+                                          "which the log-prob paths do not implement yet")
         self.model = model
         self.fused = fused
         if fused:

@@ -50,7 +50,9 @@ def masked_log_mean_exp(t: Tensor, mask: Tensor, log_denominator: Optional[Tenso
         return t.sum() * 0.0
     if log_denominator is not None:
         log_denominator = log_denominator.to(t.dtype)
-        w = (torch.exp(t - log_denominator) * mask).sum() / n
+        # Unbounded t (KLDO's r) can run ahead of a lagging estimate; cap the weight at e^60
+        # instead of overflowing to inf/NaN. PFO/PFO+ use t = sigmoid(r) in (0, 1): never capped.
+        w = (torch.exp((t - log_denominator).clamp(max=60.0)) * mask).sum() / n
         return log_denominator + (w - w.detach())
     filled = t.masked_fill(~mask, float("-inf"))
     return torch.logsumexp(filled, dim=0) - torch.log(n.to(t.dtype))

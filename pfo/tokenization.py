@@ -18,7 +18,11 @@ Message = dict  # {"role": str, "content": str}
 
 
 class TokenizationError(ValueError):
-    pass
+    """This example does not fit (counted as a skip by the callers)."""
+
+
+class TemplateError(ValueError):
+    """The tokenizer or its chat template cannot be masked exactly (a hard error, never a skip)."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,7 @@ def tokenize_conversation(tokenizer, messages: Sequence[Message], max_length: in
         before = _render(tokenizer, messages[:i], add_generation_prompt=True)
         through = _render(tokenizer, messages[: i + 1], add_generation_prompt=False)
         if not before.startswith(done_text) or not through.startswith(before):
-            raise TokenizationError(
+            raise TemplateError(
                 "chat template is not prefix-stable: the rendering of the first k turns is not a "
                 "prefix of the rendering of k+1 turns, so prompt tokens cannot be masked exactly")
         boundaries.append((before[len(done_text):], 0))
@@ -79,6 +83,10 @@ def tokenize_conversation(tokenizer, messages: Sequence[Message], max_length: in
         piece = tokenizer(text, add_special_tokens=False)["input_ids"]
         ids.extend(piece)
         mask.extend([target] * len(piece))
+    if tokenizer(done_text, add_special_tokens=False)["input_ids"] != ids:
+        # e.g. SentencePiece tokenizers that add a dummy-prefix space at every piece boundary
+        raise TemplateError("tokenising the chat template's pieces separately gives other ids than "
+                            "tokenising the whole conversation; this tokenizer is not supported yet")
     prompt_length = mask.index(1) if 1 in mask else len(mask)
     if prompt_length >= max_length:
         raise TokenizationError(f"prompt has {prompt_length} tokens, max_length is {max_length}")

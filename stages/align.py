@@ -57,12 +57,17 @@ def main(argv=None):
         fail(f"batch_size {cfg.batch_size} is not divisible by {world} ranks x {accum} micro-batches")
     local_n = cfg.batch_size // world
     micro = local_n // accum
+    if cfg.normalizer != "global" and micro % 2:
+        # per-micro-batch means only average to the global ones when every micro-batch holds the
+        # same number of each class (the sampler interleaves classes, so an even size suffices)
+        fail(f"normalizer={cfg.normalizer} needs an even micro-batch, got {micro} "
+             f"(batch_size {cfg.batch_size} / {world} ranks / {accum} micro-batches)")
     total = cfg.max_steps or sampler.steps_per_epoch * cfg.epochs
-    ref_logp = torch.tensor(rows.ref_logp, dtype=torch.float32)
-    ref_kl_logp = torch.tensor(rows.ref_kl_logp, dtype=torch.float32)
-    desirable = torch.tensor(rows.desirable)
     loss_fn = get_loss(cfg.loss)
     engine = build_engine(cfg, cfg.policy_init, micro, total_steps=total, grad_accum=accum)
+    ref_logp = torch.tensor(rows.ref_logp, dtype=torch.float32, device=engine.device)
+    ref_kl_logp = torch.tensor(rows.ref_kl_logp, dtype=torch.float32, device=engine.device)
+    desirable = torch.tensor(rows.desirable, device=engine.device)
 
     def logps(idx, items):
         return engine(**collate([items[i][1] for i in idx], tokenizer.pad_token_id, engine.device))

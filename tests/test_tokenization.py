@@ -79,3 +79,15 @@ def test_token_hash_and_fingerprint_change_with_content(smol_tokenizer):
         assert tokenizer_fingerprint(smol_tokenizer) != fp
     finally:
         smol_tokenizer.chat_template = original
+
+
+def test_template_that_is_not_prefix_stable_is_a_hard_error(smol_tokenizer):
+    from pfo.tokenization import TemplateError
+
+    original = smol_tokenizer.chat_template
+    try:  # a footer after the last message breaks "rendering of k turns is a prefix of k+1 turns"
+        smol_tokenizer.chat_template = original + "{{ '<footer>' }}"
+        with pytest.raises(TemplateError, match="prefix-stable"):
+            tokenize_example(smol_tokenizer, PROMPT, "Paris.", max_length=256)
+    finally:
+        smol_tokenizer.chat_template = original
