@@ -23,4 +23,5 @@ setup(
         "offline-data": ["gguf>=0.10"],
         "test": ["pytest"],
     },
+    entry_points={"console_scripts": ["pfo=pfo.cli:main"]},
 )

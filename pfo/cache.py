@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from .runtime import fault_point
+
 FORMAT_VERSION = 1
 
 SCHEMA = pa.schema([
@@ -86,13 +88,34 @@ def shard_ranges(n: int, shard_size: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + shard_size, n)) for lo in range(0, n, shard_size)]
 
 
-def write_shard(path: str, columns: dict) -> None:
+def write_shard(path: str, columns: dict) -> str:
+    """Write a shard and its checksum sidecar (<shard>.sha256), each atomically; returns the sha256."""
     table = pa.table(columns, schema=SCHEMA)
 
     def write(f):
         with ipc.new_file(f, SCHEMA) as w:  # uncompressed IPC: memory-mappable, zero-copy reads
             w.write_table(table)
     atomic_write_bytes(path, write)
+    _SHARDS_WRITTEN[0] += 1
+    fault_point("before_sidecar", _SHARDS_WRITTEN[0])
+    digest = sha256_file(path)
+    atomic_write_bytes(path + ".sha256", lambda f: f.write(digest.encode()))
+    fault_point("after_shard", _SHARDS_WRITTEN[0])
+    return digest
+
+
+_SHARDS_WRITTEN = [0]  # per process, for fault injection
+
+
+def complete_shard(path: str) -> Optional[str]:
+    """The sha256 of a finished shard whose content still matches its sidecar, else None (a shard
+    without a sidecar was interrupted between the two renames; a mismatch means it was damaged)."""
+    try:
+        with open(path + ".sha256") as f:
+            digest = f.read().strip()
+    except OSError:
+        return None
+    return digest if os.path.exists(path) and sha256_file(path) == digest else None
 
 
 def mismatches(found: dict, expected: dict, fields: Sequence[str] = CHECKED_FIELDS) -> list[str]:

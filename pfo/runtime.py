@@ -38,3 +38,17 @@ def fail(msg: str, code: int = 2):
 
 def repo_root() -> str:
     return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def fault_point(name: str, count: int) -> None:
+    """Fault injection for the resume tests: PFO_FAULT="<name>:<count>[:<signal>]" makes this
+    process send itself the signal (default SIGKILL) when it reaches that point. A no-op otherwise."""
+    spec = os.environ.get("PFO_FAULT")
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] == name and int(parts[1]) == count:
+        import signal
+
+        sig = getattr(signal, parts[2]) if len(parts) > 2 else signal.SIGKILL
+        os.kill(os.getpid(), sig)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
+import signal
 import time
 from typing import Callable
 
@@ -15,6 +17,7 @@ from tqdm.auto import tqdm
 from . import distributed as dist
 from .logprobs import SequenceLogProbs
 from .models import load_model
+from .runtime import fault_point
 
 
 def load_ds_config(path: str, micro_batch: int, dtype: str, grad_accum: int = 1) -> dict:
@@ -148,6 +151,10 @@ def run_loop(engine, total_steps: int, step_fn: Callable, *, out_dir: str,
     state_dict/load_state_dict} saved in and restored from the checkpoints.
     """
     extra_state = extra_state or {}
+    # SLURM sends SIGTERM before the time limit: finish the step, checkpoint, exit non-zero so the
+    # job is marked for requeue; rerunning the command resumes. Ranks agree through an all-reduce.
+    stop = {"asked": False}
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.__setitem__("asked", True))
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     start = 0
     if os.path.exists(os.path.join(ckpt_dir, "latest")):
@@ -156,6 +163,8 @@ def run_loop(engine, total_steps: int, step_fn: Callable, *, out_dir: str,
             start = int(client["step"])
             for name, obj in extra_state.items():
                 obj.load_state_dict(client[name])
+            torch.set_rng_state(client["rng"]["torch"])
+            random.setstate(client["rng"]["python"])
             if dist.is_main():
                 print(f"[pfo] resumed {desc} from {path} at step {start}/{total_steps}", flush=True)
     log = JsonlLog(os.path.join(out_dir, "log.jsonl"), start)
@@ -165,6 +174,7 @@ def run_loop(engine, total_steps: int, step_fn: Callable, *, out_dir: str,
     t_begin = time.time()
     for step in range(start, total_steps):
         t0 = time.time()
+        fault_point("step", step + 1)
         lr = engine.get_lr()[0]  # the rate this step uses (the scheduler advances in engine.step)
 
         def micro_step(loss):
@@ -183,7 +193,17 @@ def run_loop(engine, total_steps: int, step_fn: Callable, *, out_dir: str,
         log.write(record)
         bar.set_postfix({k: _fmt(record[k]) for k in show if k in record})
         bar.update(1)
-        if (save_every and (step + 1) % save_every == 0) or step + 1 == total_steps:
-            client = {"step": step + 1, **{name: obj.state_dict() for name, obj in extra_state.items()}}
+        stopping = dist.all_reduce_max(int(stop["asked"])) > 0
+        if (save_every and (step + 1) % save_every == 0) or step + 1 == total_steps or stopping:
+            client = {"step": step + 1, **{name: obj.state_dict() for name, obj in extra_state.items()},
+                      "rng": {"torch": torch.get_rng_state(), "python": random.getstate()}}
             engine.save_checkpoint(ckpt_dir, tag=f"step{step + 1}", client_state=client)
+            fault_point("after_checkpoint", step + 1)
+        if stopping and step + 1 < total_steps:
+            bar.close()
+            if dist.is_main():
+                print(f"[pfo] SIGTERM: checkpointed {desc} at step {step + 1}/{total_steps}; "
+                      f"rerun the same command to resume", flush=True)
+            raise SystemExit(143)
     bar.close()
+    signal.signal(signal.SIGTERM, previous)

@@ -76,8 +76,8 @@ def main(argv=None):
     if dist.is_main():
         C.write_json(pending_path, fields)
 
-    # Complete shards from an interrupted run are kept; torn ones never exist (atomic rename).
-    todo = [s for s in plan(cfg, fset) if not os.path.exists(os.path.join(cfg.cache_dir, C.shard_name(s[0], s[1])))]
+    # Complete shards from an interrupted run are kept (atomic rename + verified checksum sidecar).
+    todo = [s for s in plan(cfg, fset) if C.complete_shard(os.path.join(cfg.cache_dir, C.shard_name(s[0], s[1]))) is None]
     mine = todo[dist.rank()::dist.world_size()]
     say(f"{len(todo)} shard(s) to compute ({len(plan(cfg, fset)) - len(todo)} reused)")
 
@@ -118,8 +118,11 @@ def main(argv=None):
         splits = {}
         for split in ("train", "eval"):
             shards = [{"file": C.shard_name(split, k), "rows": hi - lo,
-                       "sha256": C.sha256_file(os.path.join(cfg.cache_dir, C.shard_name(split, k)))}
+                       "sha256": C.complete_shard(os.path.join(cfg.cache_dir, C.shard_name(split, k)))}
                       for k, (lo, hi) in enumerate(C.shard_ranges(len(getattr(fset, split)), cfg.shard_size))]
+            missing = [s["file"] for s in shards if s["sha256"] is None]
+            if missing:
+                fail(f"shards missing or damaged after computing: {missing}; rerun to recompute them")
             splits[split] = {"num_rows": len(getattr(fset, split)), "shards": shards}
         C.write_json(manifest_path, {**fields, "splits": splits})
         os.remove(pending_path)

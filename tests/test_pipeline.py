@@ -159,3 +159,112 @@ def test_align_never_constructs_a_reference_model(run, tmp_path):
     # one causal LM (the policy; its LlamaModel backbone is a PreTrainedModel too), nothing else
     assert sorted(seen["constructed"]) == ["LlamaForCausalLM", "LlamaModel"]
     assert seen["loaded"] == [os.path.abspath(os.path.join(run, "sft", "final"))]
+
+
+# ----------------------------------------------------------------------------- faults and resume
+
+def _launch_status(stage, ranks, *args, fault=None):
+    env = _env(**({"PFO_FAULT": fault} if fault else {}))
+    cmd = f'source scripts/env.sh; source scripts/launch.sh; pfo_launch {stage} {ranks} "$@"'
+    return subprocess.run(["bash", "-c", cmd, "launch", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _shards(cache_dir):
+    manifest = json.load(open(os.path.join(cache_dir, "manifest.json")))
+    return {split: [(s["file"], s["rows"], s["sha256"]) for s in info["shards"]]
+            for split, info in manifest["splits"].items()}
+
+
+@pytest.fixture(scope="module")
+def small_shard_cache(run):
+    """An uninterrupted 1-rank precompute with 4-row shards (12 shards)."""
+    out = os.path.join(run, "cache-1rank")
+    _launch("precompute_ref", 1, "--config", "smoke", "--output_dir", run, "--cache_dir", out, "--shard_size", "4")
+    return out
+
+
+def test_precompute_killed_at_several_points_resumes_to_identical_cache(run, small_shard_cache):
+    cache = os.path.join(run, "cache-killed")
+    args = ("--config", "smoke", "--output_dir", run, "--cache_dir", cache, "--shard_size", "4")
+    # SIGKILL right after the 2nd shard, then between a shard's rename and its checksum sidecar
+    # (a torn state), then after 3 more shards; each rerun reuses what is complete.
+    for fault in ("after_shard:2", "before_sidecar:2", "after_shard:3"):
+        res = _launch_status("precompute_ref", 1, *args, fault=fault)
+        assert res.returncode != 0 and not os.path.exists(os.path.join(cache, "manifest.json"))
+    with pytest.raises(Exception, match="not finished"):
+        from pfo.cache import ReferenceCache
+        ReferenceCache(cache)
+    res = _launch_status("precompute_ref", 1, *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    # kept: 2 (first run) + 1 (second run; its 2nd shard was torn and is recomputed) + 3 (third run)
+    assert "6 shard(s) to compute (6 reused)" in res.stdout
+    assert _shards(cache) == _shards(small_shard_cache)  # byte-identical shards
+
+
+def test_one_and_two_rank_caches_identical(run, small_shard_cache):
+    two = os.path.join(run, "cache-2rank")
+    _launch("precompute_ref", 2, "--config", "smoke", "--output_dir", run, "--cache_dir", two, "--shard_size", "4")
+    assert _shards(two) == _shards(small_shard_cache)
+
+
+def test_align_sigterm_and_sigkill_resume_to_identical_losses(run, one_rank_plain):
+    out = os.path.join(run, "align-faults")
+    args = ("--config", "smoke", "--output_dir", run, "--output", out, "--logprobs", "plain", "--save_every", "1")
+    res = _launch_status("align", 1, *args, fault="step:2:SIGTERM")  # SLURM's pre-timeout signal
+    assert res.returncode != 0 and "SIGTERM: checkpointed" in res.stdout, res.stdout[-2000:]
+    res = _launch_status("align", 1, *args, fault="after_checkpoint:3")  # SIGKILL after step 3
+    assert res.returncode != 0 and "resumed align[pfo]" in res.stdout
+    res = _launch_status("align", 1, *args)
+    assert res.returncode == 0, res.stderr[-2000:]
+    got, ref = _log(os.path.join(out, "log.jsonl")), _log(os.path.join(one_rank_plain, "log.jsonl"))
+    assert [r["step"] for r in got] == [1, 2, 3, 4]
+    for a, b in zip(got, ref):
+        for key in KEYS + ("lr",):
+            assert a[key] == pytest.approx(b[key], rel=1e-6, abs=1e-9), (a["step"], key)
+
+
+def test_cache_refused_when_settings_change(run, tmp_path):
+    base = ("--config", "smoke", "--output_dir", run, "--output", str(tmp_path / "a"), "--max_steps", "1")
+    res = _launch_status("align", 1, *base, "--max_length", "100")
+    assert res.returncode != 0
+    assert "max_length: cache has 128, this run has 100" in res.stderr and "Rebuild it with" in res.stderr
+    # a tokenizer whose chat template differs
+    tok_dir = tmp_path / "tok"
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(os.path.join(run, "sft", "final"))
+    tok.chat_template = tok.chat_template.replace("<|im_start|>", "<|im_start|> ")
+    tok.save_pretrained(tok_dir)
+    res = _launch_status("align", 1, *base, "--tokenizer", str(tok_dir))
+    assert res.returncode != 0 and "tokenizer: cache has" in res.stderr
+
+
+def test_cache_refused_when_one_data_row_changes(run, tmp_path):
+    rows = [{"prompt": f"Question {i}?", "completion": f"Answer {i}.", "label": i % 2 == 0} for i in range(24)]
+    data = tmp_path / "fb.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = str(tmp_path / "cache")
+    common = ("--config", "smoke", "--output_dir", run, "--dataset", str(data), "--eval_fraction", "0.2",
+              "--cache_dir", cache)
+    _launch("precompute_ref", 1, *common)
+    rows[5]["completion"] = "A different answer."
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = _launch_status("align", 1, *common, "--output", str(tmp_path / "a"), "--max_steps", "1")
+    assert res.returncode != 0 and "data_" in res.stderr and "cache has" in res.stderr, res.stderr[-1500:]
+
+
+def test_cache_cli_inspect_and_verify(run, small_shard_cache, tmp_path):
+    import shutil
+
+    cli = [sys.executable, "-m", "pfo.cli", "cache"]
+    out = subprocess.run(cli + ["inspect", small_shard_cache], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0 and "split train: 32 rows in 8 shard(s)" in out.stdout and "ref_logp desirable" in out.stdout
+    ok = subprocess.run(cli + ["verify", small_shard_cache], cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0 and "all shards intact" in ok.stdout
+    broken = str(tmp_path / "broken")
+    shutil.copytree(small_shard_cache, broken)
+    path = os.path.join(broken, "train-00003.arrow")
+    data = bytearray(open(path, "rb").read())
+    data[100] ^= 1
+    open(path, "wb").write(bytes(data))
+    bad = subprocess.run(cli + ["verify", broken], cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 1 and "FAIL train-00003.arrow" in bad.stdout
