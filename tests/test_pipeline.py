@@ -268,3 +268,13 @@ def test_cache_cli_inspect_and_verify(run, small_shard_cache, tmp_path):
     open(path, "wb").write(bytes(data))
     bad = subprocess.run(cli + ["verify", broken], cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 1 and "FAIL train-00003.arrow" in bad.stdout
+
+
+@pytest.mark.parametrize("ds_config", ["zero2", "zero3_offload"])
+def test_other_shipped_ds_configs_train_the_same(run, ds_config):
+    """ZeRO-2 and ZeRO-3 with CPU offload (2 ranks) give the same per-step losses and gradient
+    norms as the default ZeRO-3 run."""
+    out = os.path.join(run, f"align-{ds_config}")
+    _launch("align", 2, "--config", "smoke", "--output_dir", run, "--output", out,
+            "--ds_config", f"ds_configs/{ds_config}.json")
+    assert _same_run(_log(os.path.join(out, "log.jsonl")), _log(os.path.join(run, "align", "log.jsonl")))
