@@ -24,9 +24,16 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _launch(stage, ranks, *args):
+def _launch_status(stage, ranks, *args, fault=None):
+    """Run one stage through scripts/launch.sh (the runners' launcher); PFO_FAULT injects a fault."""
+    env = _env(**({"PFO_FAULT": fault} if fault else {}))
     cmd = f'source scripts/env.sh; source scripts/launch.sh; pfo_launch {stage} {ranks} "$@"'
-    subprocess.run(["bash", "-c", cmd, "launch", *args], cwd=ROOT, env=_env(), check=True)
+    return subprocess.run(["bash", "-c", cmd, "launch", *args], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _launch(stage, ranks, *args):
+    res = _launch_status(stage, ranks, *args)
+    assert res.returncode == 0, f"{stage} failed:\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
 
 
 def _log(path):
@@ -162,12 +169,6 @@ def test_align_never_constructs_a_reference_model(run, tmp_path):
 
 
 # ----------------------------------------------------------------------------- faults and resume
-
-def _launch_status(stage, ranks, *args, fault=None):
-    env = _env(**({"PFO_FAULT": fault} if fault else {}))
-    cmd = f'source scripts/env.sh; source scripts/launch.sh; pfo_launch {stage} {ranks} "$@"'
-    return subprocess.run(["bash", "-c", cmd, "launch", *args], cwd=ROOT, env=env, capture_output=True, text=True)
-
 
 def _shards(cache_dir):
     manifest = json.load(open(os.path.join(cache_dir, "manifest.json")))
