@@ -21,5 +21,10 @@ pfo_launch() {
   else
     ds+=(--num_gpus "$nranks")
   fi
-  "$PFO_PYTHON" "${ds[@]}" "$script" "$@"
+  local rc=0
+  "$PFO_PYTHON" "${ds[@]}" "$script" "$@" || rc=$?
+  # DeepSpeed's CPU backend leaves its shared-memory allreduce buffers (~66 MiB per rank, in RAM)
+  # in /dev/shm, also after a crash or SIGKILL; the names carry this launch's port.
+  rm -f /dev/shm/deepspeed_allreduce_buffer_*_"$port"_* 2>/dev/null || true
+  return $rc
 }

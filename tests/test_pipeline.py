@@ -162,6 +162,9 @@ def test_align_never_constructs_a_reference_model(run, tmp_path):
                     "--config", "smoke", "--output_dir", run, "--output", str(tmp_path / "align"), "--max_steps", "1",
                     "--loss", "kto"],  # KTO: the loss that also needs mismatched-pair reference log-probs
                    cwd=ROOT, env=env, check=True)
+    import glob
+    for leftover in glob.glob(f"/dev/shm/deepspeed_allreduce_buffer_*_{env['MASTER_PORT']}_*"):
+        os.remove(leftover)  # launched without scripts/launch.sh, so clean DeepSpeed's shm buffer here
     seen = json.load(open(report))
     # one causal LM (the policy; its LlamaModel backbone is a PreTrainedModel too), nothing else
     assert sorted(seen["constructed"]) == ["LlamaForCausalLM", "LlamaModel"]
