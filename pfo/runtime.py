@@ -9,11 +9,14 @@ import sys
 import torch
 
 from . import distributed as dist
-from .config import load_stage_config, to_dict
+from .config import ConfigError, load_stage_config, to_dict
 
 
 def start_stage(stage: str, argv=None, distributed: bool = True):
-    cfg = load_stage_config(stage, argv)
+    try:
+        cfg = load_stage_config(stage, argv)
+    except ConfigError as e:  # a bad option is the user's to fix: one line, no traceback
+        fail(str(e))
     if distributed:
         dist.init()
     random.seed(cfg.seed)

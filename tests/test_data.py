@@ -129,3 +129,69 @@ def test_kl_partners_deterministic_never_self_and_order_free():
     by_id = {e.id: ex[j].id for e, j in zip(ex, partners)}
     assert {e.id: shuffled[j].id for e, j in zip(shuffled, assign_kl_partners(shuffled, seed=7))} == by_id
     assert assign_kl_partners(ex, seed=8) != partners
+
+
+# ----------------------------------------------------------------------------- interaction logs
+
+def _write_log(path, rows, header="userId,title,timestamp"):
+    path.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n")
+    return str(path)
+
+
+def test_interaction_log_file_becomes_the_rec_task(tmp_path):
+    """A Goodreads/MovieLens-25M-shaped CSV (column aliases accepted): per user, ordered by time,
+    every item after the first trains, the last is held out; ties in time keep the file order."""
+    from pfo.data import held_out_users, is_interaction_dataset
+
+    rows = [(1, '"Dune (1965)"', 30), (1, "Emma", 10), (1, "Heat", 20), (1, "Alien", 40),
+            (2, "Fargo", 5), (2, "Heat", 6), (2, "Up", 6), (3, "Big", 1), (3, "Jaws", 2)]
+    log = _write_log(tmp_path / "log.csv", rows)
+    assert is_interaction_dataset(log)
+    train, evals = load_feedback(log, history_len=2, seed=0)
+    pos = {e.id: e for e in train + evals if e.desirable}
+    # user 1 in time order: Emma, Heat, Dune (1965), Alien -> k=1..3, k=3 held out
+    assert pos["rec-u1-k2-pos"].completion == "Dune (1965)"
+    assert pos["rec-u1-k2-pos"].prompt[0]["content"].endswith("\nEmma, Heat")
+    assert pos["rec-u1-k3-pos"].prompt[0]["content"].endswith("\nHeat, Dune (1965)")  # history_len 2
+    assert pos["rec-u2-k2-pos"].completion == "Up"                                       # tie: file order
+    assert {e.id for e in evals if e.desirable} == {"rec-u1-k3-pos", "rec-u2-k2-pos", "rec-u3-k1-pos"}
+    for e in train + evals:
+        if not e.desirable:
+            assert e.completion != pos[e.id[:-3] + "pos"].completion
+    users = held_out_users(log, max_users=0, history_len=2)
+    assert {(u.user, u.truth) for u in users} == {("rec-u1-k3", "Alien"), ("rec-u2-k2", "Up"), ("rec-u3-k1", "Jaws")}
+
+
+def test_interaction_log_errors_name_the_problem(tmp_path):
+    from pfo.data import held_out_users
+
+    bad = _write_log(tmp_path / "bad.csv", [(1, "A"), (2, "B")], header="user,item")
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['timestamp'\]"):
+        load_feedback(bad)
+    empty = _write_log(tmp_path / "empty.csv", [(1, "A", 1), (2, "", 2)], header="user,item,timestamp")
+    with pytest.raises(DataError, match="row 1: empty user, item or timestamp"):
+        load_feedback(empty)
+    trl = tmp_path / "trl.jsonl"
+    trl.write_text(json.dumps({"prompt": "p", "completion": "c", "label": True}) + "\n")
+    with pytest.raises(DataError, match="needs an interaction log"):
+        held_out_users(str(trl))
+
+
+def test_interaction_log_with_text_dates_sorts_by_time(tmp_path):
+    """Goodreads-style dates: by text, "Mon" < "Tue" < "Wed" would put the 2017 read last."""
+    from pfo.data import held_out_users
+
+    p = tmp_path / "goodreads.jsonl"
+    rows = [{"user_id": "a", "title": "Emma", "date_added": "Wed Jan 04 10:00:00 -0800 2017"},
+            {"user_id": "a", "title": "Dune", "date_added": "Mon Mar 06 10:00:00 -0800 2017"},
+            {"user_id": "a", "title": "Heat", "date_added": "Tue Jan 03 10:00:00 -0800 2017"},
+            {"user_id": "b", "title": "Up", "date_added": "Tue Jan 03 10:00:00 -0800 2017"},
+            {"user_id": "b", "title": "Big", "date_added": "Fri Jan 06 10:00:00 -0800 2017"}]
+    p.write_text("".join(json.dumps({**r, "timestamp": r.pop("date_added")}) + "\n" for r in rows))
+    users = {u.user: u for u in held_out_users(str(p))}
+    assert users["rec-ua-k2"].truth == "Dune"
+    assert users["rec-ua-k2"].prompt[0]["content"].endswith("\nHeat, Emma")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user,item,timestamp\n1,A,yesterday\n2,B,soon\n")
+    with pytest.raises(DataError, match="timestamp is neither numbers nor dates"):
+        load_feedback(str(bad))

@@ -67,8 +67,11 @@ def test_pipeline_outputs(run):
                 "lr", "tokens_per_s"):
         assert all(np.isfinite(r[key]) for r in log), key
     dm = json.load(open(os.path.join(run, "eval", "delta_margin.json")))
-    assert dm["num_desirable"] == dm["num_undesirable"] == 8
+    assert dm["split"] == "train" and dm["num_desirable"] == dm["num_undesirable"] == 16  # all 32 cached
     assert dm["delta_margin"] == pytest.approx(dm["margin_after"] - dm["margin_before"])
+    rec = json.load(open(os.path.join(run, "eval", "rec_metrics.json")))
+    assert rec["num_users"] == 4 and rec["decoding"]["num_return_sequences"] == 3
+    assert 0 <= rec["hit_rate@5"] <= rec["hit_rate@10"] <= 1 and 0 < rec["div_ratio"] <= 1
     manifest = json.load(open(os.path.join(run, "ref_cache", "manifest.json")))
     assert manifest["splits"]["train"]["num_rows"] == 32 and len(manifest["splits"]["train"]["shards"]) == 2
 
@@ -92,6 +95,46 @@ def test_cached_reference_equals_on_the_fly(run):
     np.testing.assert_allclose(rows.ref_logp, fresh, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(rows.ref_kl_logp, fresh_kl, rtol=1e-5, atol=1e-4)
     assert rows.kl_partner_id == [p for p, _ in fset.kl]
+
+
+def test_margin_before_from_a_model_equals_the_cached_reference(run, tmp_path):
+    """Scoring the SFT model here (the "before" of --margin_before) reproduces the log-probs the
+    reference cache holds for the same sampled examples, so both ways give the same Δ-margin."""
+    out = str(tmp_path / "m")
+    res = subprocess.run([sys.executable, "-m", "pfo.cli", "eval", "margin", "--config", "smoke", "--output_dir", run,
+                          "--margin_before", os.path.join(run, "sft", "final"), "--margin_examples", "20",
+                          "--output", out], cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-3000:]
+    cached = json.load(open(os.path.join(run, "eval", "margin_logps.json")))
+    scored = json.load(open(os.path.join(out, "margin_logps.json")))
+    assert len(scored["ids"]) == 20 and set(scored["ids"]) < set(cached["ids"])
+    ref = dict(zip(cached["ids"], cached["before"]))
+    after = dict(zip(cached["ids"], cached["after"]))
+    np.testing.assert_allclose(scored["before"], [ref[i] for i in scored["ids"]], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(scored["after"], [after[i] for i in scored["ids"]], rtol=1e-5, atol=1e-4)
+
+
+def test_compare_report(run):
+    """run_all.sh --compare on the finished smoke run: SFT and precompute resume (nothing redone),
+    two methods are aligned from them and the report tabulates what the evaluations wrote."""
+    res = subprocess.run(["bash", "run_all.sh", "--no-install", "--preset", "smoke", "--num-ranks", "2",
+                          "--output-dir", run, "--compare", "--methods", "pfo,kto"],
+                         cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    cmp = os.path.join(run, "compare")
+    text = open(os.path.join(cmp, "report.md")).read()
+    for label in ("sft", "pfo", "kto"):
+        rec = json.load(open(os.path.join(cmp, label, "eval", "rec_metrics.json")))
+        dm = json.load(open(os.path.join(cmp, label, "eval", "delta_margin.json")))
+        assert f"| {label} | {rec['hit_rate@5']:.4f}/{rec['hit_rate@10']:.4f} | {rec['div_ratio']:.4f} | 4 |" in text
+        assert f"| {label} | {dm['margin_before']:.3f} | {dm['margin_after']:.3f} | {dm['delta_margin']:+.3f} |" in text
+    # the SFT model is the reference: scored here, it reproduces the cached log-probs
+    assert json.load(open(os.path.join(cmp, "sft", "eval", "delta_margin.json")))["delta_margin"] == \
+        pytest.approx(0.0, abs=1e-3)
+    kto = _log(os.path.join(cmp, "kto", "align", "log.jsonl"))
+    assert len(kto) == 4 and kto != _log(os.path.join(cmp, "pfo", "align", "log.jsonl"))
+    assert "--compare" in text and "training_dynamics.png" in text
+    assert os.path.getsize(os.path.join(cmp, "training_dynamics.png")) > 10_000
 
 
 KEYS = ("loss", "margin", "logp_desirable", "logp_undesirable", "grad_norm")

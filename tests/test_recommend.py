@@ -39,3 +39,42 @@ def test_errors_are_clear():
         hit_rate([["a"], ["b"]], ["a"], 5)
     with pytest.raises(ValueError):
         div_ratio([[]])
+
+
+def test_first_item_of_a_generation():
+    from pfo.recommend import first_item
+
+    assert first_item("Fargo (1996), Heat (1995), Alien (1979)") == "Fargo (1996)"
+    assert first_item("Heat (1995)\nAlien (1979)") == "Heat (1995)"
+    assert first_item("Rainmaker, The") == "Rainmaker, The"           # no bracket: the whole line
+    assert first_item('"Heat (1995)" is a good pick') == "Heat (1995)"
+    assert first_item("3 Ninjas: High Noon (19") == "3 Ninjas: High Noon"  # cut by the token limit
+    assert first_item("   \n") == ""
+
+
+def test_users_with_fewer_valid_generations():
+    """User A: 10 generations, 4 of them empty; each keeps its slot, so the truth ("Heat", 10th
+    generation) is a hit @10 only, and "B" (3rd generation) would be within @5. User B: all empty
+    -> recommends nothing, a miss, nothing added to DivRatio's denominator.
+    HitRate@5 = 0/2, HitRate@10 = 1/2; DivRatio = 6 unique of 6 non-empty = 1.0."""
+    from pfo.recommend import rec_metrics, recommendation_lists
+
+    gens_a = ["A (1990)", "", "B", "", "C, D", "", "D (2000)", "E", "", "Heat (1995), X"]
+    gens_b = [""] * 10
+    recs = recommendation_lists([gens_a, gens_b])
+    assert recs == [["A (1990)", "", "B", "", "C, D", "", "D (2000)", "E", "", "Heat (1995)"], [""] * 10]
+    m = rec_metrics(recs, ["Heat (1995)", "Fargo (1996)"])
+    assert m["hit_rate@5"] == 0.0 and m["hit_rate@10"] == pytest.approx(0.5)
+    assert m["div_ratio"] == 1.0 and m["num_recommendations"] == 6 and m["num_users"] == 2
+    assert rec_metrics(recs, ["B", "x"])["hit_rate@5"] == 0.5  # the 3rd slot counts for @5
+    # with a duplicate: "a (1990)" and "A" normalise to the same title -> 6 unique of 7
+    m = rec_metrics([recs[0] + ["a"]], ["Heat"])
+    assert m["div_ratio"] == pytest.approx(6 / 7)
+    # a user with only 2 generations has 2 chances, also @10
+    assert rec_metrics([["x", "Heat"]], ["Heat (1995)"])["hit_rate@10"] == 1.0
+
+
+def test_quotes_and_edge_punctuation_do_not_hide_a_title():
+    assert normalize_title('"Fargo" (1996)') == normalize_title("Fargo (1996).") == "fargo"
+    assert normalize_title("(1996)") == ""  # a bare year is no recommendation
+    assert div_ratio([["(1996)", "Fargo"]]) == 1.0

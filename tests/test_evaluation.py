@@ -1,0 +1,83 @@
+"""``pfo eval``: an interrupted recommendation run resumes without regenerating finished users
+and ends with exactly what an uninterrupted run produces; other settings are refused."""
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _eval(task, out, *extra, fault=None):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("PFO_FAULT", None)
+    if fault:
+        env["PFO_FAULT"] = fault
+    cmd = [sys.executable, "-m", "pfo.cli", "eval", task, "--config", "smoke", "--model", "tiny-random-llama",
+           "--output", out, "--rec_users", "6", "--rec_num", "3", "--rec_max_new_tokens", "6",
+           "--gen_batch_size", "2", "--rec_decoding", "sample", *extra]
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def _recs(out):
+    with open(os.path.join(out, "recommendations.jsonl")) as f:
+        return {r["user"]: r for r in map(json.loads, f)}
+
+
+def test_rec_eval_resumes_after_a_kill_and_matches_a_clean_run(tmp_path):
+    clean, broken = str(tmp_path / "clean"), str(tmp_path / "broken")
+    res = _eval("rec", clean)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "HitRate@5" in res.stdout and "DivRatio" in res.stdout
+    assert "recommendations (sample, 3/user)" in res.stderr  # a progress bar
+
+    res = _eval("rec", broken, fault="generate_batch:2")       # SIGKILL after the 2nd batch
+    assert res.returncode != 0
+    assert len(_recs(broken)) == 4 and not os.path.exists(os.path.join(broken, "rec_metrics.json"))
+    res = _eval("rec", broken)
+    assert res.returncode == 0, res.stderr[-3000:]
+    metrics = json.load(open(os.path.join(broken, "rec_metrics.json")))
+    assert metrics["resumed_users"] == 4 and metrics["num_users"] == 6
+    a, b = _recs(clean), _recs(broken)
+    assert {u: r["generations"] for u, r in a.items()} == {u: r["generations"] for u, r in b.items()}
+    assert metrics["hit_rate@10"] == json.load(open(os.path.join(clean, "rec_metrics.json")))["hit_rate@10"]
+
+    # other decoding settings on top of these results are refused, naming what differs
+    res = _eval("rec", broken, "--seed", "1")
+    assert res.returncode == 2 and "other settings" in res.stderr and "decoding" in res.stderr
+    assert _recs(broken) == b  # nothing lost
+
+
+def test_mtbench_without_judge_generates_and_says_scoring_was_skipped(tmp_path):
+    out = str(tmp_path / "mt")
+    res = _eval("mtbench", out, "--mtbench_questions", "2", "--max_new_tokens", "4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "scoring SKIPPED: no judge configured" in res.stdout
+    with open(os.path.join(out, "mtbench", "model_answer", "tiny-random-llama.jsonl")) as f:
+        answers = [json.loads(line) for line in f]
+    assert [a["question_id"] for a in answers] == [81, 91]  # writing, roleplay: round robin by category
+    assert json.load(open(os.path.join(out, "mtbench_scores.json")))["judge"] is None
+
+
+def test_bad_eval_requests_are_clear(tmp_path):
+    res = _eval("alpaca", str(tmp_path / "a"))
+    assert res.returncode == 2 and "error: task alpaca needs alpaca_file" in res.stderr and "Traceback" not in res.stderr
+    res = _eval("rec", str(tmp_path / "b"), "--dataset", str(tmp_path / "missing.jsonl"))
+    assert res.returncode == 2 and "needs an interaction log" in res.stderr
+
+
+def test_alpaca_outputs_in_alpaca_eval_format(tmp_path):
+    prompts = tmp_path / "alpaca_eval.json"
+    prompts.write_text(json.dumps([{"instruction": "Name a colour.", "dataset": "helpful_base", "output": "x",
+                                    "generator": "gpt4"}, {"instruction": "Say hi."}]))
+    out = str(tmp_path / "al")
+    res = _eval("alpaca", out, "--alpaca_file", str(prompts), "--max_new_tokens", "4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = json.load(open(os.path.join(out, "alpaca", "model_outputs.json")))
+    assert [r["instruction"] for r in rows] == ["Name a colour.", "Say hi."]
+    assert [r["dataset"] for r in rows] == ["helpful_base", ""]
+    assert all(r["generator"] == "tiny-random-llama" and isinstance(r["output"], str) for r in rows)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "ok"}\n{"prompt": "no instruction"}\n')
+    res = _eval("alpaca", str(tmp_path / "al2"), "--alpaca_file", str(bad))
+    assert res.returncode == 2 and "row 1: needs a non-empty string field 'instruction'" in res.stderr
