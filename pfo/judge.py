@@ -1,7 +1,9 @@
 """LLM judges: any OpenAI-compatible chat-completions endpoint, or a local Hugging Face model.
 
-A judge turns a list of chat messages into the judge's reply text. Transport failures raise
-JudgeError; callers retry and, after the last attempt, record the judgment as unscored.
+A judge turns a list of chat messages into the judge's reply text: at temperature 0 on the first
+attempt, and at RETRY_TEMPERATURE on retries (a greedy judge would only repeat a reply that had no
+rating). Transport failures raise JudgeError; callers retry and, after the last attempt, record
+the judgment as unscored.
 """
 from __future__ import annotations
 
@@ -13,6 +15,9 @@ import urllib.request
 from typing import Optional, Sequence
 
 from .tokenization import Message
+
+
+RETRY_TEMPERATURE = 0.7
 
 
 class JudgeError(RuntimeError):
@@ -37,8 +42,9 @@ class OpenAIJudge:
         self.max_tokens = max_tokens
         self.name = model
 
-    def __call__(self, messages: Sequence[Message]) -> str:
-        body = json.dumps({"model": self.model, "messages": list(messages), "temperature": 0.0,
+    def __call__(self, messages: Sequence[Message], attempt: int = 0) -> str:
+        body = json.dumps({"model": self.model, "messages": list(messages),
+                           "temperature": 0.0 if attempt == 0 else RETRY_TEMPERATURE,
                            "max_tokens": self.max_tokens}).encode()
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env, "")
@@ -73,7 +79,7 @@ class OpenAIJudge:
 
 
 class LocalJudge:
-    """A local causal LM as judge: its chat template, greedy decoding."""
+    """A local causal LM as judge: its chat template; greedy, then seeded sampling on retries."""
 
     def __init__(self, model_name_or_path: str, max_new_tokens: int = 1024, dtype: str = "float32"):
         from .models import load_model, load_tokenizer
@@ -83,7 +89,7 @@ class LocalJudge:
         self.max_new_tokens = max_new_tokens
         self.name = os.path.basename(os.path.normpath(model_name_or_path))
 
-    def __call__(self, messages: Sequence[Message]) -> str:
+    def __call__(self, messages: Sequence[Message], attempt: int = 0) -> str:
         from .generation import Decoding, generate_batch, render_prompts
 
         limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -92,8 +98,9 @@ class LocalJudge:
             if limit and n + self.max_new_tokens > limit:
                 raise JudgeError(f"judge prompt of {n} tokens + {self.max_new_tokens} new exceeds the judge's "
                                  f"context of {limit}")
-            return generate_batch(self.model, self.tokenizer, [list(messages)],
-                                  Decoding("greedy", 1, self.max_new_tokens))[0][0]
+            decoding = (Decoding("greedy", 1, self.max_new_tokens) if attempt == 0 else
+                        Decoding("sample", 1, self.max_new_tokens, temperature=RETRY_TEMPERATURE, seed=attempt))
+            return generate_batch(self.model, self.tokenizer, [list(messages)], decoding)[0][0]
         except JudgeError:
             raise
         except Exception as e:  # a template that rejects a role, out of memory...: this judgment only

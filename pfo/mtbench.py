@@ -148,7 +148,7 @@ def parse_rating(judgment: str) -> Optional[float]:
 
 
 def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store: KeyedRecords,
-                  retries: int, backoff: float = 2.0, progress=None, log=print) -> None:
+                  retries: int, backoff: float = 2.0, progress=None, log=lambda m: print(f"[pfo] {m}")) -> None:
     """Grade every (question, turn) without a score for its current answer. A transport error or a
     reply without a valid rating is retried (after a transport error, waiting backoff * 2^attempt
     seconds or what the server asked, at most 60); after ``retries`` attempts the judgment is
@@ -166,7 +166,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                 reply, score, errors = "", None, []
                 for attempt in range(retries):
                     try:
-                        reply = judge(messages)
+                        reply = judge(messages, attempt)
                     except JudgeError as e:
                         if e.fatal:
                             raise
@@ -179,7 +179,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                         break
                     errors.append(f"no [[rating]] in reply: {reply[:80]!r}")
                 if score is None:
-                    log(f"[pfo] question {q['question_id']} turn {turn}: unscored after {retries} attempt(s): "
+                    log(f"question {q['question_id']} turn {turn}: unscored after {retries} attempt(s): "
                         f"{errors[-1] if errors else ''}")
                 store.add([{"question_id": q["question_id"], "model": ans["model_id"], "judge": [judge.name, name],
                             "user_prompt": messages[1]["content"], "judgment": reply,

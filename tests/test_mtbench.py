@@ -132,6 +132,7 @@ def test_malformed_replies_are_retried_then_unscored_and_resumed(server, tmp_pat
     logged = []
     mt.run_judgments(judge, qs, answers, store, retries=3, backoff=0, log=logged.append)
     q1, q2 = (q["question_id"] for q in qs)
+    assert [r["temperature"] for r in server.requests[:2]] == [0.0, 0.7]  # a retry is not a greedy repeat
     got = {k: (r["score"], r["attempts"]) for k, r in store.records.items()}
     assert got == {(q1, 1): (7.0, 2), (q1, 2): (5.0, 2), (q2, 1): (-1, 3), (q2, 2): (9.0, 2)}
     assert len(logged) == 1 and f"question {q2} turn 1: unscored after 3" in logged[0]
@@ -198,7 +199,8 @@ def test_local_model_judge(local_judge, tmp_path):
     for turn in (1, 2):
         rec = store.get((qs[0]["question_id"], turn))
         _, msgs = mt.judge_messages(qs[0], ["answer one to 81", "answer two"], turn, prompts, refs)
-        assert rec["judgment"] == local_judge(msgs)  # what the local model said, kept verbatim
+        # what the local model said in its last attempt (greedy, then seeded sampling), verbatim
+        assert rec["judgment"] == local_judge(msgs, rec["attempts"] - 1)
         # a random tiny model rarely writes a rating: whatever it wrote is parsed the same way
         assert rec["score"] == (mt.parse_rating(rec["judgment"]) or -1)
         assert rec["attempts"] == (1 if rec["score"] > 0 else 2) and rec["judgment"]
