@@ -8,7 +8,8 @@
     pfo plot LABEL=LOG.jsonl [...] --out FILE.png
                               training dynamics (paper Fig. 2) of one or more align runs
     pfo report LABEL=RUN_DIR [...] --out DIR
-                              report.md + figures comparing runs (RUN_DIR holds eval/ and align/)
+                              report.md + figures comparing runs (RUN_DIR holds eval/ and
+                              align/log.jsonl, or is an evaluation folder itself)
 """
 from __future__ import annotations
 
@@ -102,12 +103,20 @@ def plot(args) -> int:
 
 
 def report(args) -> int:
-    from .report import Run, write_report
+    from .report import Run, ReportError, write_report
 
-    runs = [Run(label, os.path.join(d, "eval"), os.path.join(d, "align", "log.jsonl") if os.path.exists(
-        os.path.join(d, "align", "log.jsonl")) else None) for label, d in _labelled(args.runs)]
+    runs = []
+    for label, d in _labelled(args.runs):
+        # RUN_DIR (holding eval/ and align/log.jsonl) or an evaluation folder itself (--output)
+        eval_dir = d if not os.path.isdir(os.path.join(d, "eval")) else os.path.join(d, "eval")
+        log = os.path.join(d, "align", "log.jsonl")
+        runs.append(Run(label, eval_dir, log if os.path.exists(log) else None))
     preamble = open(args.preamble).read() if args.preamble else ""
-    print(f"written: {write_report(runs, args.out, args.title, preamble, args.window)}")
+    try:
+        print(f"written: {write_report(runs, args.out, args.title, preamble, args.window)}")
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -116,6 +125,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["eval"]:  # every evaluate-stage option passes through
         from .evaluation import main as evaluate
 
+        if "--tasks" in argv[2:]:
+            print("pfo eval TASK runs one task; for several use stages/evaluate.py --tasks a,b", file=sys.stderr)
+            return 2
         if len(argv) < 2 or argv[1].startswith("-"):
             print("usage: pfo eval {margin,rec,mtbench,alpaca} [--config P] [--model DIR] [--option value ...]",
                   file=sys.stderr)

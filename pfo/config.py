@@ -51,7 +51,9 @@ class FeedbackData:
     max_examples: int = 256                      # 0 = all
     max_eval_examples: int = 64
     eval_fraction: float = 0.05                  # for files/hub data (MovieLens holds out each user's last item)
-    history_len: int = 10                        # MovieLens: titles in the prompt
+    history_len: int = 10                        # interaction logs: titles in the prompt
+    rec_instruction: str = ""                    # interaction logs: the prompt's instruction (default:
+                                                 # the paper's, for movies; e.g. books for Goodreads)
 
     def validate(self) -> None:
         if not 0 <= self.eval_fraction < 1:

@@ -266,12 +266,13 @@ def select(examples: list, max_examples: int, seed: int) -> list:
 REC_INSTRUCTION = "Using the past movie choices, can you predict the next they will likely watch?"
 
 
-def rec_prompt(history: Sequence[str]) -> tuple:
-    """Paper App. B.2 prompt, as one user turn."""
-    return ({"role": "user", "content": f"Instruction: {REC_INSTRUCTION}\n" + ", ".join(history)},)
+def rec_prompt(history: Sequence[str], instruction: str = "") -> tuple:
+    """Paper App. B.2 prompt, as one user turn (instruction: default the paper's, for movies)."""
+    return ({"role": "user", "content": f"Instruction: {instruction or REC_INSTRUCTION}\n" + ", ".join(history)},)
 
 
-def interaction_feedback(log, history_len: int = 10, seed: int = 0, id_prefix: str = "rec", with_train: bool = True):
+def interaction_feedback(log, history_len: int = 10, seed: int = 0, id_prefix: str = "rec", with_train: bool = True,
+                         instruction: str = ""):
     """Recommendation feedback from an interaction log: a DataFrame with columns user, item
     (the item's title) and timestamp.
 
@@ -302,7 +303,7 @@ def interaction_feedback(log, history_len: int = 10, seed: int = 0, id_prefix: s
                     break
             else:
                 raise DataError(f"user {u}: no other user's item differs from {chosen!r}")
-            prompt = rec_prompt(history)
+            prompt = rec_prompt(history, instruction)
             dest = evals if k == len(seq) - 1 else train
             dest.append(FeedbackExample(f"{id_prefix}-u{u}-k{k}-pos", prompt, chosen, True))
             dest.append(FeedbackExample(f"{id_prefix}-u{u}-k{k}-neg", prompt, other, False))
@@ -343,7 +344,9 @@ def read_interaction_log(path: str):
         return None
     missing = sorted(set(INTERACTION_COLUMNS) - set(found))
     if missing:
-        raise DataError(f"{path}: interaction log lacks column(s) {missing}; needs user, item (title), timestamp")
+        accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in INTERACTION_COLUMNS.items())
+        raise DataError(f"{path}: interaction log lacks column(s) {missing}; needs user, item (title), "
+                        f"timestamp (accepted names: {accepted})")
     df = df[[found["user"], found["item"], found["timestamp"]]].set_axis(["user", "item", "timestamp"], axis=1)
     bad = df.isna().any(axis=1)
     if bad.any():
@@ -351,10 +354,11 @@ def read_interaction_log(path: str):
         raise DataError(f"{path}: row {row}: empty user, item or timestamp")
     if not pd.api.types.is_numeric_dtype(df["timestamp"]):
         # dates as text ("Thu Dec 17 11:03:41 -0800 2015", ISO strings) must sort by time, not by text
-        try:
-            df["timestamp"] = pd.to_datetime(df["timestamp"], utc=True, format="mixed")
-        except (ValueError, TypeError) as e:
-            raise DataError(f"{path}: column timestamp is neither numbers nor dates ({e})") from None
+        parsed = pd.to_datetime(df["timestamp"], utc=True, format="mixed", errors="coerce")
+        if parsed.isna().any():
+            i = int(parsed.isna().to_numpy().nonzero()[0][0])
+            raise DataError(f"{path}: row {i}: timestamp {df['timestamp'].iloc[i]!r} is neither a number nor a date")
+        df["timestamp"] = parsed
     return df
 
 
@@ -371,9 +375,10 @@ def movielens_log(ratings_path: Optional[str] = None, items_path: Optional[str] 
 
 
 def movielens_feedback(history_len: int = 10, seed: int = 0, ratings_path: Optional[str] = None,
-                       items_path: Optional[str] = None, with_train: bool = True):
+                       items_path: Optional[str] = None, with_train: bool = True, instruction: str = ""):
     """The paper's §4.2 task on MovieLens-100k (see interaction_feedback)."""
-    return interaction_feedback(movielens_log(ratings_path, items_path), history_len, seed, id_prefix="ml", with_train=with_train)
+    return interaction_feedback(movielens_log(ratings_path, items_path), history_len, seed, id_prefix="ml",
+                                with_train=with_train, instruction=instruction)
 
 
 def movielens_stats(ratings_path: Optional[str] = None, items_path: Optional[str] = None) -> dict:
@@ -393,15 +398,15 @@ def select_pairs(examples: list[FeedbackExample], max_examples: int, seed: int) 
 
 
 def load_feedback(source: str, split: str = "train", max_examples: int = 0, max_eval_examples: int = 0,
-                  eval_fraction: float = 0.05, history_len: int = 10, seed: int = 0):
+                  eval_fraction: float = 0.05, history_len: int = 10, seed: int = 0, rec_instruction: str = ""):
     """Binary-feedback (train, eval) examples from ``movielens-100k``, a local interaction log
     (user, item, timestamp), a local TRL-format file or a hub dataset."""
     if source == "movielens-100k":
-        train, evals = movielens_feedback(history_len=history_len, seed=seed)
+        train, evals = movielens_feedback(history_len=history_len, seed=seed, instruction=rec_instruction)
         return select_pairs(train, max_examples, seed), select_pairs(evals, max_eval_examples, seed + 1)
     log = read_interaction_log(source) if os.path.isfile(source) else None
     if log is not None:
-        train, evals = interaction_feedback(log, history_len=history_len, seed=seed)
+        train, evals = interaction_feedback(log, history_len=history_len, seed=seed, instruction=rec_instruction)
         return select_pairs(train, max_examples, seed), select_pairs(evals, max_eval_examples, seed + 1)
     examples = feedback_from_rows(_load_rows(source, split))
     train, evals = split_by_hash(examples, eval_fraction, seed)
@@ -489,7 +494,7 @@ def prepare_feedback(cfg, tokenizer, kl_pairs: bool) -> FeedbackSet:
     """Load, select, tokenise; with kl_pairs, also the KTO mismatched pair of every train example
     (partner chosen from example ids and the seed, see assign_kl_partners)."""
     train_ex, eval_ex = load_feedback(cfg.dataset, cfg.dataset_split, cfg.max_examples, cfg.max_eval_examples,
-                                      cfg.eval_fraction, cfg.history_len, cfg.seed)
+                                      cfg.eval_fraction, cfg.history_len, cfg.seed, cfg.rec_instruction)
     report = SkipReport()
     train, _ = tokenize_feedback(tokenizer, train_ex, cfg.max_length, report)
     evals, _ = tokenize_feedback(tokenizer, eval_ex, cfg.max_length, report)
@@ -521,15 +526,17 @@ def is_interaction_dataset(source: str) -> bool:
     return source == "movielens-100k" or (os.path.isfile(source) and read_interaction_log(source) is not None)
 
 
-def held_out_users(source: str, max_users: int = 0, history_len: int = 10, seed: int = 0) -> list[HeldOutUser]:
+def held_out_users(source: str, max_users: int = 0, history_len: int = 10, seed: int = 0,
+                   instruction: str = "") -> list[HeldOutUser]:
     """Each user's last interaction (the eval split of the recommendation task), max_users of them
     (0 = all), selected as the eval split is."""
     if not is_interaction_dataset(source):
         raise DataError(f"recommendation evaluation needs an interaction log (movielens-100k or a file with "
                         f"user, item, timestamp columns); {source!r} is not one")
     if source == "movielens-100k":
-        _, evals = movielens_feedback(history_len=history_len, seed=seed, with_train=False)
+        _, evals = movielens_feedback(history_len=history_len, seed=seed, with_train=False, instruction=instruction)
     else:
-        _, evals = interaction_feedback(read_interaction_log(source), history_len, seed, with_train=False)
+        _, evals = interaction_feedback(read_interaction_log(source), history_len, seed, with_train=False,
+                                        instruction=instruction)
     evals = select_pairs(evals, 2 * max_users, seed + 1)  # as load_feedback selects the eval split
     return [HeldOutUser(ex.id.rsplit("-", 1)[0], ex.prompt, ex.completion) for ex in evals if ex.desirable]

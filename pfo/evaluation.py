@@ -145,7 +145,7 @@ class Evaluator:
         from .records import KeyedRecords
 
         cfg = self.cfg
-        users = held_out_users(cfg.dataset, cfg.rec_users, cfg.history_len, cfg.seed)
+        users = held_out_users(cfg.dataset, cfg.rec_users, cfg.history_len, cfg.seed, cfg.rec_instruction)
         decoding = self.decoding(cfg.rec_decoding, cfg.rec_num, cfg.rec_max_new_tokens)
         settings = self.settings(decoding, [[u.user, u.prompt] for u in users])
         store = KeyedRecords(self.out("recommendations.jsonl"), key=lambda r: r["user"], settings=settings)
@@ -197,7 +197,8 @@ class Evaluator:
         judge_file = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge.name)
         judgments = KeyedRecords(self.out("mtbench", "model_judgment", f"{judge_file}_single.jsonl"),
                                  key=lambda r: (r["question_id"], r["turn"]),
-                                 settings={"judge": cfg.judge, "judge_model": cfg.judge_model, "judge_url": cfg.judge_url})
+                                 # the URL is transport: a judge moved to another host is the same judge
+                                 settings={"judge": cfg.judge, "judge_model": cfg.judge_model})
         with tqdm(total=2 * len(questions), desc=f"MT-Bench judging ({judge.name})", dynamic_ncols=True) as bar:
             mt.run_judgments(judge, questions, answers, judgments, cfg.judge_retries, cfg.judge_backoff,
                              progress=bar, log=self.say)
@@ -233,8 +234,24 @@ class Evaluator:
         self.say(f"AlpacaEval: {len(outputs)} outputs in {path} (score them with: alpaca_eval --model_outputs {path})")
         return {"num_outputs": len(outputs), "model_outputs": path}
 
+    def claim_output(self) -> None:
+        """One evaluation folder holds one model's results: a folder with another model's results
+        is refused before anything in it is overwritten."""
+        path = self.out("evaluated_model.json")
+        mine = {"model": os.path.abspath(self.cfg.model), "model_fingerprint": self.model_fp}
+        try:
+            with open(path) as f:
+                theirs = json.load(f)
+        except (OSError, ValueError):
+            theirs = None
+        if theirs and theirs.get("model_fingerprint") != self.model_fp:
+            raise ValueError(f"{self.cfg.output} holds results of another model ({theirs.get('model')}); "
+                             "pass another --output for this model")
+        write_json(path, mine)
+
     def run(self) -> dict:
-        return {task: getattr(self, task)() for task in self.cfg.task_list()}
+        self.claim_output()
+        return {task: getattr(self, task)() for task in dict.fromkeys(self.cfg.task_list())}
 
 
 def main(argv=None) -> None:
@@ -252,4 +269,6 @@ def main(argv=None) -> None:
         Evaluator(cfg, say=say).run()
     except (DataError, CacheError, RecordsError, JudgeError, OSError, ValueError, KeyError) as e:
         fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; finished results are saved, rerun the same command to resume", code=130)
     say(f"results in {cfg.output}")

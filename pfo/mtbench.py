@@ -154,8 +154,10 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
     seconds or what the server asked, at most 60); after ``retries`` attempts the judgment is
     saved with score -1 (FastChat's marker for unscored) and the run goes on. Unscored ones are
     tried again on rerun; a judgment of an answer that has since changed is redone. A fatal
-    error (bad key, unknown model) stops the run: every judgment finished so far is on disk."""
+    error (bad key, unknown model, or no reply at all for 3 judgments in a row) stops the run:
+    every judgment finished so far is on disk."""
     prompts, refs = load_judge_prompts(), load_reference_answers()
+    unreachable = 0  # consecutive judgments whose every attempt failed in transport
     for q in questions:
         ans = answers.get(q["question_id"])
         for turn in (1, 2):
@@ -163,7 +165,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
             fresh = done is not None and ans is not None and done.get("answer_id") == ans["answer_id"]
             if ans is not None and not (fresh and done["score"] >= 0):
                 name, messages = judge_messages(q, ans["choices"][0]["turns"], turn, prompts, refs)
-                reply, score, errors = "", None, []
+                reply, score, errors, transport = "", None, [], 0
                 for attempt in range(retries):
                     try:
                         reply = judge(messages, attempt)
@@ -171,6 +173,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                         if e.fatal:
                             raise
                         errors.append(str(e))
+                        transport += 1
                         if attempt + 1 < retries and backoff > 0:
                             time.sleep(min(e.retry_after if e.retry_after is not None else backoff * 2 ** attempt, 60))
                         continue
@@ -178,6 +181,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                     if score is not None:
                         break
                     errors.append(f"no [[rating]] in reply: {reply[:80]!r}")
+                unreachable = unreachable + 1 if transport == retries else 0
                 if score is None:
                     log(f"question {q['question_id']} turn {turn}: unscored after {retries} attempt(s): "
                         f"{errors[-1] if errors else ''}")
@@ -186,6 +190,10 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                             "score": score if score is not None else -1, "turn": turn,
                             "answer_id": ans["answer_id"], "attempts": len(errors) + (score is not None),
                             "errors": errors, "tstamp": time.time()}])
+                if unreachable >= 3:  # not a bad reply but no judge: stop instead of failing all
+                    raise JudgeError(f"the judge failed {unreachable} judgments in a row without replying "
+                                     f"({errors[-1]}); finished judgments are saved in {store.path}, fix the "
+                                     "judge and rerun to continue", fatal=True)
             if progress is not None:
                 progress.update(1)
 

@@ -15,6 +15,10 @@ from .plots import plot_delta_margin, plot_training_dynamics
 from .training import atomic_write_text
 
 
+class ReportError(ValueError):
+    pass
+
+
 @dataclass(frozen=True)
 class Run:
     label: str
@@ -41,26 +45,32 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 def write_report(runs: Sequence[Run], out_dir: str, title: str = "PFO comparison", preamble: str = "",
                  window: int = 4) -> str:
-    os.makedirs(out_dir, exist_ok=True)
     rec = {r.label: _load(os.path.join(r.eval_dir, "rec_metrics.json")) for r in runs}
     margin = {r.label: _load(os.path.join(r.eval_dir, "delta_margin.json")) for r in runs}
     mt = {r.label: _load(os.path.join(r.eval_dir, "mtbench_scores.json")) for r in runs}
+    found = {r.label for r in runs if rec[r.label] or margin[r.label] or mt[r.label]}
+    if not found:
+        raise ReportError("no evaluation results (rec_metrics.json, delta_margin.json, mtbench_scores.json) in "
+                          + ", ".join(f"{r.label}: {r.eval_dir}" for r in runs))
+    os.makedirs(out_dir, exist_ok=True)
     parts = [f"# {title}", preamble.strip()] if preamble.strip() else [f"# {title}"]
-    missing = []
+    missing = [f"{r.label}: no results at all in {r.eval_dir}" for r in runs if r.label not in found]
 
     if any(rec.values()):
         any_rec = next(v for v in rec.values() if v)
         rows = []
         for r in runs:
             m = rec[r.label]
-            if m is None:
+            if m is None and r.label in found:
                 missing.append(f"{r.label}: rec_metrics.json")
             rows.append([r.label] + ([f"{m['hit_rate@5']:.4f}/{m['hit_rate@10']:.4f}", f"{m['div_ratio']:.4f}",
                                       str(m["num_users"])] if m else ["-", "-", "-"]))
         d = any_rec["decoding"]
+        few = (f" With {d['num_return_sequences']} recommendations per user, HitRate@K for K above that counts "
+               f"all {d['num_return_sequences']}." if d["num_return_sequences"] < 10 else "")
         parts.append(f"## Recommendation (paper §4.2, Table 2)\n\nDataset `{any_rec['dataset']}`, each held-out "
                      f"user's last item; {d['num_return_sequences']} recommendations per user by {d['mode']} "
-                     f"decoding (seed {d['seed']}); titles compared without bracketed parts.\n\n"
+                     f"decoding (seed {d['seed']}); titles compared without bracketed parts.{few}\n\n"
                      + _table(["method", "HitRate (@5/@10)", "DivRatio", "users"], rows))
 
     margin_runs = [(r.label, margin[r.label]) for r in runs if margin[r.label]]
@@ -76,7 +86,7 @@ def write_report(runs: Sequence[Run], out_dir: str, title: str = "PFO comparison
                      + _table(["method", "margin before", "margin after", "Δ-margin", "Δ log p(desirable)",
                                "Δ log p(undesirable)", "examples"], rows)
                      + "\n\n![Δ-margin](delta_margin.png)")
-    missing += [f"{r.label}: delta_margin.json" for r in runs if r.log_path and not margin[r.label]]
+    missing += [f"{r.label}: delta_margin.json" for r in runs if r.label in found and not margin[r.label]]
 
     judged = [(r.label, mt[r.label]) for r in runs if mt[r.label] and mt[r.label].get("judge")]
     if judged:
@@ -88,6 +98,8 @@ def write_report(runs: Sequence[Run], out_dir: str, title: str = "PFO comparison
                      + _table(["method", "average", "turn 1", "turn 2", *cats, "scored"], rows))
     elif any(mt.values()):
         parts.append("## MT-Bench\n\nAnswers were generated; scoring was skipped (no judge configured).")
+    if judged or any(mt.values()):
+        missing += [f"{r.label}: mtbench_scores.json" for r in runs if r.label in found and not mt[r.label]]
 
     logged = [(r.label, r.log_path) for r in runs if r.log_path and os.path.exists(r.log_path)]
     if logged:

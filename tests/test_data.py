@@ -159,6 +159,8 @@ def test_interaction_log_file_becomes_the_rec_task(tmp_path):
         if not e.desirable:
             assert e.completion != pos[e.id[:-3] + "pos"].completion
     users = held_out_users(log, max_users=0, history_len=2)
+    books = held_out_users(log, history_len=2, instruction="Using the past book choices, predict the next.")
+    assert books[0].prompt[0]["content"].startswith("Instruction: Using the past book choices, predict the next.\n")
     assert {(u.user, u.truth) for u in users} == {("rec-u1-k3", "Alien"), ("rec-u2-k2", "Up"), ("rec-u3-k1", "Jaws")}
 
 
@@ -193,5 +195,5 @@ def test_interaction_log_with_text_dates_sorts_by_time(tmp_path):
     assert users["rec-ua-k2"].prompt[0]["content"].endswith("\nHeat, Emma")
     bad = tmp_path / "bad.csv"
     bad.write_text("user,item,timestamp\n1,A,yesterday\n2,B,soon\n")
-    with pytest.raises(DataError, match="timestamp is neither numbers nor dates"):
+    with pytest.raises(DataError, match="row 0: timestamp .yesterday. is neither a number nor a date"):
         load_feedback(str(bad))

@@ -81,3 +81,14 @@ def test_alpaca_outputs_in_alpaca_eval_format(tmp_path):
     bad.write_text('{"instruction": "ok"}\n{"prompt": "no instruction"}\n')
     res = _eval("alpaca", str(tmp_path / "al2"), "--alpaca_file", str(bad))
     assert res.returncode == 2 and "row 1: needs a non-empty string field 'instruction'" in res.stderr
+
+
+def test_an_evaluation_folder_belongs_to_one_model(tmp_path):
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "evaluated_model.json").write_text(json.dumps({"model": "/runs/other", "model_fingerprint": "abc"}))
+    res = _eval("mtbench", str(out), "--mtbench_questions", "1", "--max_new_tokens", "2")
+    assert res.returncode == 2 and "holds results of another model (/runs/other)" in res.stderr
+    assert not (out / "mtbench").exists()
+    res = _eval("rec", str(out), "--tasks", "margin")
+    assert res.returncode == 2 and "runs one task" in res.stderr

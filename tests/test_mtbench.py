@@ -185,10 +185,16 @@ def test_math_second_turn_prompt_has_both_reference_answers():
     assert r1 in msgs[1]["content"] and r2 in msgs[1]["content"] and "A2" in msgs[1]["content"]
 
 
-def test_unreachable_endpoint_is_a_judge_error():
+def test_unreachable_endpoint_is_a_judge_error(tmp_path):
     judge = OpenAIJudge("http://127.0.0.1:9/v1", "x", timeout=2)
     with pytest.raises(JudgeError, match="cannot reach"):
         judge([{"role": "user", "content": "hi"}])
+    # a judge that never answers stops the run after 3 judgments instead of failing all of them
+    qs = mt.load_questions(3)
+    store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
+    with pytest.raises(JudgeError, match="failed 3 judgments in a row without replying"):
+        mt.run_judgments(judge, qs, _answers(tmp_path, qs), store, retries=2, backoff=0, log=lambda m: None)
+    assert len(store) == 3 and all(r["score"] == -1 for r in store.values())
 
 
 def test_local_model_judge(local_judge, tmp_path):

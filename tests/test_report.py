@@ -65,3 +65,15 @@ def test_log_reading_and_smoothing(tmp_path):
     bad.write_text('{"step": 1}\n')
     with pytest.raises(PlotError, match=r"bad.jsonl:1: not an align log record"):
         read_log(str(bad))
+
+
+def test_no_results_is_an_error_not_an_empty_report(tmp_path):
+    from pfo.report import ReportError
+
+    with pytest.raises(ReportError, match="no evaluation results"):
+        write_report([Run("x", str(tmp_path / "nothing"))], str(tmp_path / "r"))
+    assert not (tmp_path / "r").exists()
+    # one run with results and one without: the empty one is listed as missing
+    run = _run(tmp_path, "pfo", 0.1, 1.0)
+    text = open(write_report([run, Run("ghost", str(tmp_path / "nothing"))], str(tmp_path / "r"))).read()
+    assert "- ghost: no results at all in" in text and "| ghost | - | - | - |" in text
