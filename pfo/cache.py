@@ -14,7 +14,6 @@ written to a temporary name, fsynced and renamed. The manifest records a sha256 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Iterable, Optional, Sequence
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from .fileio import atomic_write_bytes, read_json, write_json  # noqa: F401 (re-exported: C.write_json)
 from .runtime import fault_point
 
 FORMAT_VERSION = 1
@@ -58,26 +58,6 @@ def data_fingerprint(ids: Iterable[str], token_hashes: Iterable[str]) -> str:
     """Order-independent hash of the exact rows (id + token hash)."""
     lines = sorted(f"{i}\t{t}" for i, t in zip(ids, token_hashes))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:16]
-
-
-def atomic_write_bytes(path: str, write) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj: dict) -> None:
-    atomic_write_bytes(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode()))
-
-
-def read_json(path: str) -> Optional[dict]:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def shard_name(split: str, k: int) -> str:

@@ -19,7 +19,7 @@ import random
 import numpy as np
 from tqdm.auto import tqdm
 
-from .training import atomic_write_text
+from .fileio import write_json
 
 
 def delta_margin(before: np.ndarray, after: np.ndarray, desirable: np.ndarray) -> dict:
@@ -51,11 +51,6 @@ def sample_indices(n_available: int, n_wanted: int, seed: int) -> list[int]:
     if not n_wanted or n_wanted >= n_available:
         return list(range(n_available))
     return sorted(random.Random(seed).sample(range(n_available), n_wanted))
-
-
-def write_json(path: str, obj) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 class Evaluator:
@@ -150,8 +145,9 @@ class Evaluator:
         settings = self.settings(decoding, [[u.user, u.prompt] for u in users])
         store = KeyedRecords(self.out("recommendations.jsonl"), key=lambda r: r["user"], settings=settings)
 
+        by_key = {u.user: u for u in users}
+
         def save(keys, outputs):
-            by_key = {u.user: u for u in users}
             store.add([{"user": k, "truth": by_key[k].truth, "generations": o,
                         "recommendations": recommendation_lists([o])[0]} for k, o in zip(keys, outputs)])
 

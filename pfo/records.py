@@ -10,7 +10,7 @@ import json
 import os
 from typing import Callable, Hashable, Iterable, Optional
 
-from .training import atomic_write_text
+from .fileio import atomic_write_text
 
 
 class RecordsError(ValueError):

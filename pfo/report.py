@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .plots import plot_delta_margin, plot_training_dynamics
-from .training import atomic_write_text
+from .fileio import atomic_write_text
 
 
 class ReportError(ValueError):

@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .fileio import atomic_write_text
 from .logprobs import SequenceLogProbs
 from .models import load_model
 from .runtime import fault_point
@@ -73,15 +74,6 @@ def build_engine(cfg, model_path: str, micro_batch: int, total_steps: int = 0, t
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
     engine, *_ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
     return engine
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def save_hf_model(engine, tokenizer, dest: str) -> None:
