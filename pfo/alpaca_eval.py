@@ -15,7 +15,7 @@ from .data import DataError
 
 def load_alpaca_prompts(path: str) -> list[dict]:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
         raise DataError(f"cannot read AlpacaEval file {path}: {e}") from None

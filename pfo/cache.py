@@ -91,7 +91,7 @@ def complete_shard(path: str) -> Optional[str]:
     """The sha256 of a finished shard whose content still matches its sidecar, else None (a shard
     without a sidecar was interrupted between the two renames; a mismatch means it was damaged)."""
     try:
-        with open(path + ".sha256") as f:
+        with open(path + ".sha256", encoding="utf-8") as f:
             digest = f.read().strip()
     except OSError:
         return None

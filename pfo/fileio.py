@@ -29,5 +29,5 @@ def write_json(path: str, obj) -> None:
 def read_json(path: str) -> Optional[dict]:
     if not os.path.exists(path):
         return None
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return json.load(f)

@@ -17,7 +17,7 @@ def read_log(path: str) -> dict[str, np.ndarray]:
     """Step, desirable and undesirable log-probs from an align log.jsonl (batch means per step)."""
     steps, pos, neg, rpos, rneg = [], [], [], [], []
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
                 if not line.strip():
                     continue

@@ -26,7 +26,7 @@ class KeyedRecords:
         self.settings = settings
         self.records: dict = {}
         if os.path.exists(path):
-            with open(path) as f:
+            with open(path, encoding="utf-8") as f:
                 for n, line in enumerate(f, 1):
                     if not line.strip():
                         continue

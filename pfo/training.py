@@ -26,7 +26,7 @@ def load_ds_config(path: str, micro_batch: int, dtype: str, grad_accum: int = 1)
     A relative path that does not exist from the working directory is taken from the repo root."""
     if not os.path.exists(path) and not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         cfg = json.load(f)
     cfg["train_micro_batch_size_per_gpu"] = micro_batch
     cfg["gradient_accumulation_steps"] = grad_accum
@@ -104,13 +104,13 @@ class JsonlLog:
             # On resume, drop records past the checkpoint: those steps are about to be redone.
             kept = []
             if resume_step and os.path.exists(path):
-                with open(path) as f:
+                with open(path, encoding="utf-8") as f:
                     kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
             atomic_write_text(path, "".join(kept))
 
     def write(self, record: dict) -> None:
         if dist.is_main():
-            with open(self.path, "a") as f:
+            with open(self.path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
 
 

@@ -5,6 +5,13 @@
 PFO_ROOT="${PFO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 PFO_PYTHON="${PFO_PYTHON:-python}"
 
+# A stage killed while DeepSpeed JIT-builds an op leaves the build's lock file behind and every
+# later run waits on it forever; a build takes ~2 min, so a lock older than 15 min is stale.
+pfo_clear_stale_build_locks() {
+  find "${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions}" -name lock -mmin +15 -print -delete 2>/dev/null \
+    | sed 's/^/[pfo] removed stale build lock: /' || true
+}
+
 pfo_launch() {
   local stage="$1" nranks="$2"; shift 2
   local script="$PFO_ROOT/stages/$stage.py"
@@ -13,10 +20,7 @@ pfo_launch() {
     "$PFO_PYTHON" "$script" "$@"
     return
   fi
-  # A stage killed while DeepSpeed JIT-builds an op leaves the build's lock file behind and every
-  # later run waits on it forever; a build takes ~2 min, so a lock older than 15 min is stale.
-  find "${TORCH_EXTENSIONS_DIR:-$HOME/.cache/torch_extensions}" -name lock -mmin +15 -print -delete 2>/dev/null \
-    | sed 's/^/[pfo] removed stale build lock: /' || true
+  pfo_clear_stale_build_locks
   local port="${PFO_MASTER_PORT:-$((29500 + RANDOM % 1000))}"
   local -a ds=(-m deepspeed.launcher.runner --master_port "$port")
   if [ -n "${PFO_HOSTFILE:-}" ]; then
