@@ -5,7 +5,8 @@ and punctuation at the ends, collapsing white space and case-folding; generation
 for validity (as the paper). A recommendation list has one slot per generation, in rank order; a
 slot whose title normalises to nothing (an empty generation) recommends nothing.
 HitRate@K: share of users whose true next item is in one of their first K slots. DivRatio: unique
-recommendations / all (non-empty) recommendations, over every user's list.
+titles / all slots, over every user's list; an empty slot is a generation that failed to recommend
+anything, so it lowers DivRatio instead of being filtered out (no validity filtering, as the paper).
 """
 from __future__ import annotations
 
@@ -19,10 +20,16 @@ _EDGES = " \t\n\"'`“”‘’.,;:!?*-"
 
 
 def normalize_title(title: str) -> str:
-    prev = None
-    while prev != title:  # nested brackets: strip inner first
-        prev, title = title, _BRACKETS.sub(" ", title)
-    return " ".join(title.split()).strip(_EDGES).casefold()
+    out, prev = title, None
+    while prev != out:  # nested brackets: strip inner first
+        prev, out = out, _BRACKETS.sub(" ", out)
+    out = " ".join(out.split()).strip(_EDGES)
+    groups = _BRACKETS.findall(title)
+    if not out and len(groups) > 1:
+        # A title that is all brackets ("[REC] (2007)"): its groups but the last (the year) are the
+        # title; a lone group ("(1996)") is a bare year and no title.
+        out = normalize_title(" ".join(g[1:-1] for g in groups[:-1]))
+    return out.casefold()
 
 
 def hit_rate(recommendations: Sequence[Sequence[str]], truths: Sequence[str], k: int) -> float:
@@ -36,14 +43,18 @@ def hit_rate(recommendations: Sequence[Sequence[str]], truths: Sequence[str], k:
 
 
 def div_ratio(recommendations: Sequence[Sequence[str]]) -> float:
-    flat = [n for recs in recommendations for n in map(normalize_title, recs) if n]
-    if not flat:
-        raise ValueError("diversity of no recommendations")
-    return len(set(flat)) / len(flat)
+    slots = [normalize_title(r) for recs in recommendations for r in recs]
+    if not slots:
+        raise ValueError("diversity of no recommendation lists")
+    return len(set(slots) - {""}) / len(slots)
 
 
 _UNCLOSED = re.compile(r"[(\[][^()\[\]]*$")
-_FIRST_BRACKET = re.compile(r"^[^\n(\[]*?(\([^()\n]*\)|\[[^\[\]\n]*\])")
+# Leading bracketed groups belong to the title ("(500) Days of Summer (2009)", "[REC] (2007)"). After
+# them: title text up to and including its first bracket (the year), else title text to the end of
+# the line, else (a separator such as ", " follows) the leading groups alone.
+_BR = r"(?:\([^()\n]*\)|\[[^\[\]\n]*\])"
+_FIRST_BRACKET = re.compile(rf"^\s*(?:{_BR}\s*)*(?:[^\s(\[,;|][^\n(\[]*?{_BR}|[^\s(\[,;|][^\n(\[]*$|(?<=[)\]]))")
 
 
 def first_item(generation: str) -> str:
@@ -52,8 +63,9 @@ def first_item(generation: str) -> str:
     A title without a bracket keeps its whole line ("Rainmaker, The" stays whole). Nothing is
     checked against the catalogue: an invented title is a miss, not a filtered row (paper §4.2)."""
     line = generation.strip().split("\n", 1)[0].strip() if generation.strip() else ""
+    line = _UNCLOSED.sub("", line)  # a bracket cut off by the token limit
     m = _FIRST_BRACKET.match(line)
-    item = m.group(0) if m else _UNCLOSED.sub("", line)  # a bracket cut off by the token limit
+    item = m.group(0) if m else line
     return item.strip().strip("\"'“”‘’`").strip()
 
 

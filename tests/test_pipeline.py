@@ -126,7 +126,8 @@ def test_compare_report(run):
     for label in ("sft", "pfo", "kto"):
         rec = json.load(open(os.path.join(cmp, label, "eval", "rec_metrics.json")))
         dm = json.load(open(os.path.join(cmp, label, "eval", "delta_margin.json")))
-        assert f"| {label} | {rec['hit_rate@5']:.4f}/{rec['hit_rate@10']:.4f} | {rec['div_ratio']:.4f} | 4 |" in text
+        assert (f"| {label} | {rec['hit_rate@5']:.4f}/{rec['hit_rate@10']:.4f} | {rec['div_ratio']:.4f} | 4 "
+                f"| {rec['num_recommendations']}/12 |") in text
         assert f"| {label} | {dm['margin_before']:.3f} | {dm['margin_after']:.3f} | {dm['delta_margin']:+.3f} |" in text
     # the SFT model is the reference: scored here, it reproduces the cached log-probs
     assert json.load(open(os.path.join(cmp, "sft", "eval", "delta_margin.json")))["delta_margin"] == \

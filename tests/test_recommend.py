@@ -55,8 +55,8 @@ def test_first_item_of_a_generation():
 def test_users_with_fewer_valid_generations():
     """User A: 10 generations, 4 of them empty; each keeps its slot, so the truth ("Heat", 10th
     generation) is a hit @10 only, and "B" (3rd generation) would be within @5. User B: all empty
-    -> recommends nothing, a miss, nothing added to DivRatio's denominator.
-    HitRate@5 = 0/2, HitRate@10 = 1/2; DivRatio = 6 unique of 6 non-empty = 1.0."""
+    -> recommends nothing, a miss. HitRate@5 = 0/2, HitRate@10 = 1/2; DivRatio = 6 unique titles
+    of 20 slots = 0.3 (empty slots are not filtered out: they lower diversity)."""
     from pfo.recommend import rec_metrics, recommendation_lists
 
     gens_a = ["A (1990)", "", "B", "", "C, D", "", "D (2000)", "E", "", "Heat (1995), X"]
@@ -65,11 +65,11 @@ def test_users_with_fewer_valid_generations():
     assert recs == [["A (1990)", "", "B", "", "C, D", "", "D (2000)", "E", "", "Heat (1995)"], [""] * 10]
     m = rec_metrics(recs, ["Heat (1995)", "Fargo (1996)"])
     assert m["hit_rate@5"] == 0.0 and m["hit_rate@10"] == pytest.approx(0.5)
-    assert m["div_ratio"] == 1.0 and m["num_recommendations"] == 6 and m["num_users"] == 2
+    assert m["div_ratio"] == pytest.approx(0.3) and m["num_recommendations"] == 6 and m["num_users"] == 2
     assert rec_metrics(recs, ["B", "x"])["hit_rate@5"] == 0.5  # the 3rd slot counts for @5
-    # with a duplicate: "a (1990)" and "A" normalise to the same title -> 6 unique of 7
+    # with a duplicate: "a (1990)" and "A" normalise to the same title -> 6 unique of 11 slots
     m = rec_metrics([recs[0] + ["a"]], ["Heat"])
-    assert m["div_ratio"] == pytest.approx(6 / 7)
+    assert m["div_ratio"] == pytest.approx(6 / 11)
     # a user with only 2 generations has 2 chances, also @10
     assert rec_metrics([["x", "Heat"]], ["Heat (1995)"])["hit_rate@10"] == 1.0
 
@@ -77,4 +77,26 @@ def test_users_with_fewer_valid_generations():
 def test_quotes_and_edge_punctuation_do_not_hide_a_title():
     assert normalize_title('"Fargo" (1996)') == normalize_title("Fargo (1996).") == "fargo"
     assert normalize_title("(1996)") == ""  # a bare year is no recommendation
-    assert div_ratio([["(1996)", "Fargo"]]) == 1.0
+    assert div_ratio([["(1996)", "Fargo"]]) == 0.5  # 1 title in 2 slots
+
+
+def test_a_model_that_recommends_nothing_scores_zero_without_crashing():
+    from pfo.recommend import rec_metrics, recommendation_lists
+
+    recs = recommendation_lists([["", "\n", "(1995)"], [""] * 3])
+    m = rec_metrics(recs, ["Heat (1995)", "Fargo (1996)"])
+    assert m == {"num_users": 2, "hit_rate@5": 0.0, "hit_rate@10": 0.0, "div_ratio": 0.0, "num_recommendations": 0}
+
+
+def test_titles_that_begin_with_brackets():
+    """MovieLens-25M has "(500) Days of Summer (2009)" and "[REC] (2007)": the leading bracket is
+    part of the title, so the cut comes after the year, and an all-bracket title keeps its name."""
+    from pfo.recommend import first_item
+
+    assert first_item("(500) Days of Summer (2009), Heat (1995)") == "(500) Days of Summer (2009)"
+    assert first_item("(500) Days of Summer (20") == "(500) Days of Summer"
+    assert first_item("[REC] (2007), Fargo (1996)") == "[REC] (2007)"
+    assert first_item("(T)Raumschiff Surprise: Periode 1 (2004)") == "(T)Raumschiff Surprise: Periode 1 (2004)"
+    assert normalize_title("(500) Days of Summer (2009)") == normalize_title("Days of Summer") == "days of summer"
+    assert normalize_title("[REC] (2007)") == normalize_title("[Rec] (2007)") == "rec"
+    assert hit_rate([[first_item("[REC] (2007), Fargo")]], ["[REC] (2007)"], 5) == 1.0

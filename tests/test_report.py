@@ -16,11 +16,12 @@ def _log(path, rows):
     return str(path)
 
 
-def _run(tmp_path, label, hr5, dm, log_rows=None):
+def _run(tmp_path, label, hr5, dm, log_rows=None, users=32):
     d = tmp_path / label
     (d / "eval").mkdir(parents=True)
     (d / "eval" / "rec_metrics.json").write_text(json.dumps({
-        "dataset": "movielens-100k", "num_users": 32, "hit_rate@5": hr5, "hit_rate@10": hr5 * 2, "div_ratio": 0.25,
+        "dataset": "movielens-100k", "num_users": users, "hit_rate@5": hr5, "hit_rate@10": hr5 * 2, "div_ratio": 0.25,
+        "num_recommendations": 300,
         "decoding": {"mode": "beam", "num_return_sequences": 10, "seed": 0}}))
     (d / "eval" / "delta_margin.json").write_text(json.dumps({
         "split": "train", "before": "reference cache /x", "num_desirable": 64, "num_undesirable": 64,
@@ -36,7 +37,8 @@ def test_report_tables_and_figures(tmp_path):
     path = write_report(runs, str(tmp_path / "report"), title="T", preamble="Made by `cmd` in 12 s.")
     text = open(path).read()
     assert "Made by `cmd` in 12 s." in text
-    assert "| pfo | 0.0625/0.1250 | 0.2500 | 32 |" in text and "| kto | 0.0312/0.0625 | 0.2500 | 32 |" in text
+    assert "| pfo | 0.0625/0.1250 | 0.2500 | 32 | 300/320 |" in text
+    assert "| kto | 0.0312/0.0625 | 0.2500 | 32 | 300/320 |" in text and "Not comparable" not in text
     assert "| pfo | -1.000 | 0.250 | +1.250 | -0.500 | -1.750 | 128 |" in text
     assert "MT-Bench" not in text  # no MT-Bench results, no section
     for png in ("training_dynamics.png", "delta_margin.png"):
@@ -76,4 +78,15 @@ def test_no_results_is_an_error_not_an_empty_report(tmp_path):
     # one run with results and one without: the empty one is listed as missing
     run = _run(tmp_path, "pfo", 0.1, 1.0)
     text = open(write_report([run, Run("ghost", str(tmp_path / "nothing"))], str(tmp_path / "r"))).read()
-    assert "- ghost: no results at all in" in text and "| ghost | - | - | - |" in text
+    assert "- ghost: no results at all in" in text and "| ghost | - | - | - | - |" in text
+
+
+def test_runs_evaluated_differently_are_flagged(tmp_path):
+    a, b = _run(tmp_path, "pfo", 0.1, 1.0), _run(tmp_path, "kto", 0.1, 1.0, users=16)
+    for run, judge in ((a, "openai:gpt-4"), (b, None)):
+        with open(os.path.join(run.eval_dir, "mtbench_scores.json"), "w") as f:
+            json.dump({"judge": judge, "average": 5.0, "turn_1": 5.0, "turn_2": 5.0, "scored": 2, "expected": 2,
+                       "num_questions": 1, "per_category": {"math": 5.0}}, f)
+    text = open(write_report([a, b], str(tmp_path / "r"))).read()
+    assert "**Not comparable: the runs differ in** `users`: pfo 32, kto 16." in text
+    assert "- kto: MT-Bench answers not judged" in text and "| kto | 5.00" not in text
