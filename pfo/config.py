@@ -144,6 +144,7 @@ class EvalConfig(Common, FeedbackData):
     cache_dir: str = ""                          # default: <output_dir>/ref_cache ("before" log-probs)
     batch_size: int = 8                          # scoring batch
     output: str = ""                             # default: <output_dir>/eval
+    model_id: str = ""                           # name in MT-Bench/AlpacaEval files (default: from the path)
     # likelihood analysis (paper Fig. 5): before = the cache's reference log-probs, or a model
     margin_split: str = "train"                  # train | eval (cached split to sample from)
     margin_examples: int = 1000                  # sampled examples (0 or more than cached = all cached)

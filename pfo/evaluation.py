@@ -19,7 +19,7 @@ import random
 import numpy as np
 from tqdm.auto import tqdm
 
-from .fileio import write_json
+from .fileio import read_json, write_json
 
 
 def delta_margin(before: np.ndarray, after: np.ndarray, desirable: np.ndarray) -> dict:
@@ -46,6 +46,10 @@ def delta_margin(before: np.ndarray, after: np.ndarray, desirable: np.ndarray) -
     }
 
 
+def _file_safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "model"
+
+
 def sample_indices(n_available: int, n_wanted: int, seed: int) -> list[int]:
     """Seeded sample of row indices in ascending order (all rows when n_wanted is 0 or too large)."""
     if not n_wanted or n_wanted >= n_available:
@@ -64,9 +68,12 @@ class Evaluator:
         self.tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
         self.model = load_model(cfg.model, cfg.dtype, cfg.attn_implementation).eval()
         self.model_fp = model_fingerprint(cfg.model)
-        # e.g. "cpu-demo_align_final" for runs/cpu-demo/align/final (FastChat's model_id field)
-        self.model_id = ("_".join(os.path.normpath(os.path.abspath(cfg.model)).split(os.sep)[-3:])
-                         if os.path.isdir(cfg.model) else cfg.model)
+        # FastChat's model_id (also the answer file's name): e.g. "cpu-demo_align_final" for
+        # runs/cpu-demo/align/final, "Qwen_Qwen2.5-7B" for a hub id; claim_output keeps the id an
+        # evaluation folder was started with, so a moved model folder resumes instead of restarting.
+        name = ("_".join(os.path.normpath(os.path.abspath(cfg.model)).split(os.sep)[-3:])
+                if os.path.isdir(cfg.model) else cfg.model)
+        self.model_id = _file_safe(cfg.model_id or name)
 
     def out(self, *parts: str) -> str:
         return os.path.join(self.cfg.output, *parts)
@@ -184,13 +191,23 @@ class Evaluator:
                                 cfg.gen_batch_size, mode=cfg.mtbench_decoding, progress=bar)
         judge = make_judge(cfg)
         if judge is None:
+            earlier = read_json(self.out("mtbench_scores.json"))
+            if earlier and earlier.get("judge") and os.path.exists(earlier.get("judgments", "")):
+                # keep what an earlier judged run found, re-counted against the current answers
+                judgments = KeyedRecords(earlier["judgments"], key=lambda r: (r["question_id"], r["turn"]))
+                result = {**earlier, **mt.summarize(questions, judgments, answers)}
+                write_json(self.out("mtbench_scores.json"), result)
+                self.say(f"MT-Bench: {len(questions)} answers in {answers.path}; no judge configured this time, "
+                         f"kept the earlier scores of {earlier['judge']}: {result['scored']}/{result['expected']} "
+                         "judgments current")
+                return result
             result = {"model": os.path.abspath(cfg.model), "num_questions": len(questions), "judge": None,
                       "skipped": "no judge configured (--judge openai|hf)"}
             write_json(self.out("mtbench_scores.json"), result)
             self.say(f"MT-Bench: {len(questions)} answers in {answers.path}; scoring SKIPPED: no judge configured "
                      "(set --judge openai --judge_url URL --judge_model NAME, or --judge hf --judge_model DIR)")
             return result
-        judge_file = "".join(c if c.isalnum() or c in "-_." else "_" for c in judge.name)
+        judge_file = _file_safe(judge.name)
         judgments = KeyedRecords(self.out("mtbench", "model_judgment", f"{judge_file}_single.jsonl"),
                                  key=lambda r: (r["question_id"], r["turn"]),
                                  # the URL is transport: a judge moved to another host is the same judge
@@ -234,16 +251,14 @@ class Evaluator:
         """One evaluation folder holds one model's results: a folder with another model's results
         is refused before anything in it is overwritten."""
         path = self.out("evaluated_model.json")
-        mine = {"model": os.path.abspath(self.cfg.model), "model_fingerprint": self.model_fp}
-        try:
-            with open(path) as f:
-                theirs = json.load(f)
-        except (OSError, ValueError):
-            theirs = None
+        theirs = read_json(path)
         if theirs and theirs.get("model_fingerprint") != self.model_fp:
             raise ValueError(f"{self.cfg.output} holds results of another model ({theirs.get('model')}); "
                              "pass another --output for this model")
-        write_json(path, mine)
+        if theirs and theirs.get("model_id") and not self.cfg.model_id:
+            self.model_id = theirs["model_id"]
+        write_json(path, {"model": os.path.abspath(self.cfg.model), "model_fingerprint": self.model_fp,
+                          "model_id": self.model_id})
 
     def run(self) -> dict:
         self.claim_output()

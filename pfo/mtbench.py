@@ -30,7 +30,7 @@ _RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"), r
 
 
 def _jsonl(path: str) -> list[dict]:
-    with open(path) as f:
+    with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
@@ -101,9 +101,11 @@ def generate_answers(model, tokenizer, questions: Sequence[dict], store: KeyedRe
             for q, a1, a2 in zip(batch, first, second):
                 if q["question_id"] in store:
                     continue
-                aid = hashlib.sha1(f"{model_id}:{q['question_id']}:{a1}:{a2}".encode()).hexdigest()[:22]
+                # the answer's content, not where the model lives: judgments stay valid for a moved model
+                aid = hashlib.sha1(json.dumps([q["question_id"], a1, a2]).encode()).hexdigest()[:22]
                 recs.append({"question_id": q["question_id"], "answer_id": aid, "model_id": model_id,
-                             "choices": [{"index": 0, "turns": [a1, a2]}], "tstamp": time.time()})
+                             "choices": [{"index": 0, "turns": [a1, a2]}], "tstamp": time.time(),
+                             "decoding": {"mode": dec.mode, "temperature": dec.temperature if dec.mode == "sample" else 0.0}})
             store.add(recs)
             fault_point("mtbench_batch", b + 1)
         if progress is not None:
@@ -150,12 +152,13 @@ def parse_rating(judgment: str) -> Optional[float]:
 def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store: KeyedRecords,
                   retries: int, backoff: float = 2.0, progress=None, log=lambda m: print(f"[pfo] {m}")) -> None:
     """Grade every (question, turn) without a score for its current answer. A transport error or a
-    reply without a valid rating is retried (after a transport error, waiting backoff * 2^attempt
-    seconds or what the server asked, at most 60); after ``retries`` attempts the judgment is
-    saved with score -1 (FastChat's marker for unscored) and the run goes on. Unscored ones are
-    tried again on rerun; a judgment of an answer that has since changed is redone. A fatal
-    error (bad key, unknown model, or no reply at all for 3 judgments in a row) stops the run:
-    every judgment finished so far is on disk."""
+    reply without a valid rating is retried (after a transport error, waiting backoff * 2^k seconds
+    or what the server asked, at most 60; after a reply without a rating, sampling instead of
+    greedy); after ``retries`` attempts, or at once when the judge rejects this request for good
+    (e.g. longer than its context), the judgment is saved with score -1 (FastChat's marker for
+    unscored) and the run goes on. Unscored ones are tried again on rerun; a judgment of an answer
+    that has since changed is redone. A fatal error (bad key, unknown model, or no reply at all for
+    3 judgments in a row) stops the run: every judgment finished so far is on disk."""
     prompts, refs = load_judge_prompts(), load_reference_answers()
     unreachable = 0  # consecutive judgments whose every attempt failed in transport
     for q in questions:
@@ -165,25 +168,29 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
             fresh = done is not None and ans is not None and done.get("answer_id") == ans["answer_id"]
             if ans is not None and not (fresh and done["score"] >= 0):
                 name, messages = judge_messages(q, ans["choices"][0]["turns"], turn, prompts, refs)
-                reply, score, errors, transport = "", None, [], 0
-                for attempt in range(retries):
+                reply, score, errors, transport, malformed = "", None, [], 0, 0
+                for _ in range(retries):
                     try:
-                        reply = judge(messages, attempt)
+                        # greedy until a reply lacks a rating: a network hiccup does not change the sampling
+                        reply = judge(messages, malformed)
                     except JudgeError as e:
                         if e.fatal:
                             raise
                         errors.append(str(e))
+                        if not e.retryable:
+                            break
                         transport += 1
-                        if attempt + 1 < retries and backoff > 0:
-                            time.sleep(min(e.retry_after if e.retry_after is not None else backoff * 2 ** attempt, 60))
+                        if len(errors) < retries and backoff > 0:
+                            time.sleep(min(e.retry_after if e.retry_after is not None else backoff * 2 ** (transport - 1), 60))
                         continue
                     score = parse_rating(reply)
                     if score is not None:
                         break
+                    malformed += 1
                     errors.append(f"no [[rating]] in reply: {reply[:80]!r}")
                 unreachable = unreachable + 1 if transport == retries else 0
                 if score is None:
-                    log(f"question {q['question_id']} turn {turn}: unscored after {retries} attempt(s): "
+                    log(f"question {q['question_id']} turn {turn}: unscored after {len(errors)} attempt(s): "
                         f"{errors[-1] if errors else ''}")
                 store.add([{"question_id": q["question_id"], "model": ans["model_id"], "judge": [judge.name, name],
                             "user_prompt": messages[1]["content"], "judgment": reply,

@@ -58,6 +58,29 @@ def test_mtbench_without_judge_generates_and_says_scoring_was_skipped(tmp_path):
     assert [a["question_id"] for a in answers] == [81, 91]  # writing, roleplay: round robin by category
     assert json.load(open(os.path.join(out, "mtbench_scores.json")))["judge"] is None
 
+    # judged later (a local judge), then run again without one: the judged summary is kept
+    res = _eval("mtbench", out, "--mtbench_questions", "2", "--max_new_tokens", "4", "--judge", "hf",
+                "--judge_model", "tiny-random-llama", "--judge_max_new_tokens", "4", "--judge_retries", "1")
+    assert res.returncode == 0, res.stderr[-3000:]
+    judged = json.load(open(os.path.join(out, "mtbench_scores.json")))
+    assert judged["judge"] == "hf:tiny-random-llama" and judged["scored"] + judged["unscored"] == 4
+    res = _eval("mtbench", out, "--mtbench_questions", "2", "--max_new_tokens", "4")
+    assert res.returncode == 0 and "kept the earlier scores of hf:tiny-random-llama" in res.stdout
+    kept = json.load(open(os.path.join(out, "mtbench_scores.json")))
+    assert {k: kept[k] for k in judged} == judged
+
+
+def test_answer_file_is_named_once_per_evaluation_folder(tmp_path):
+    """FastChat reads model_answer/*.jsonl: a hub-style id gets no sub-folder, and the name an
+    evaluation folder started with is kept, so a moved or renamed model resumes its answers."""
+    out = str(tmp_path / "mt")
+    res = _eval("mtbench", out, "--mtbench_questions", "1", "--max_new_tokens", "2", "--model_id", "org/my-model")
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _eval("mtbench", out, "--mtbench_questions", "1", "--max_new_tokens", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert os.listdir(os.path.join(out, "mtbench", "model_answer")) == ["org_my-model.jsonl"]
+    assert json.load(open(os.path.join(out, "evaluated_model.json")))["model_id"] == "org_my-model"
+
 
 def test_bad_eval_requests_are_clear(tmp_path):
     res = _eval("alpaca", str(tmp_path / "a"))
@@ -92,3 +115,19 @@ def test_an_evaluation_folder_belongs_to_one_model(tmp_path):
     assert not (out / "mtbench").exists()
     res = _eval("rec", str(out), "--tasks", "margin")
     assert res.returncode == 2 and "runs one task" in res.stderr
+
+
+def test_delta_margin_hand_computed():
+    """desirable before -10, -12 (mean -11), after -9, -11 (mean -10); undesirable before -20
+    (mean -20), after -24: margin before 9, after 14, Δ +5; Δ log p desirable +1, undesirable -4."""
+    import pytest
+
+    from pfo.evaluation import delta_margin
+
+    r = delta_margin([-10, -12, -20], [-9, -11, -24], [1, 1, 0])
+    assert r == {"num_desirable": 2, "num_undesirable": 1, "margin_before": 9.0, "margin_after": 14.0,
+                 "delta_margin": 5.0, "logp_desirable_before": -11.0, "logp_desirable_after": -10.0,
+                 "delta_logp_desirable": 1.0, "logp_undesirable_before": -20.0, "logp_undesirable_after": -24.0,
+                 "delta_logp_undesirable": -4.0}
+    with pytest.raises(ValueError, match="both classes"):
+        delta_margin([-1, -2], [-1, -2], [1, 1])

@@ -132,7 +132,9 @@ def test_malformed_replies_are_retried_then_unscored_and_resumed(server, tmp_pat
     logged = []
     mt.run_judgments(judge, qs, answers, store, retries=3, backoff=0, log=logged.append)
     q1, q2 = (q["question_id"] for q in qs)
-    assert [r["temperature"] for r in server.requests[:2]] == [0.0, 0.7]  # a retry is not a greedy repeat
+    # a reply without a rating is followed by sampling (a greedy judge would repeat it); an HTTP
+    # error is followed by the same greedy request, so scores do not depend on network hiccups
+    assert [r["temperature"] for r in server.requests[:4]] == [0.0, 0.7, 0.0, 0.0]
     got = {k: (r["score"], r["attempts"]) for k, r in store.records.items()}
     assert got == {(q1, 1): (7.0, 2), (q1, 2): (5.0, 2), (q2, 1): (-1, 3), (q2, 2): (9.0, 2)}
     assert len(logged) == 1 and f"question {q2} turn 1: unscored after 3" in logged[0]
@@ -167,12 +169,27 @@ def test_timeouts_and_rate_limits_are_retried_fatal_errors_stop(server, tmp_path
     recs = [store.get((qs[0]["question_id"], t)) for t in (1, 2)]
     assert [(r["score"], r["attempts"]) for r in recs] == [(4.0, 2), (6.0, 2)]
     assert "timed out" in recs[0]["errors"][0] and "HTTP 429" in recs[1]["errors"][0]
+    assert {r["temperature"] for r in server.requests} == {0.0}
     # a bad key is not retried and not recorded as unscored: the run stops, saying why
     server.script = [("status", 401)]
     fresh = KeyedRecords(str(tmp_path / "j2.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
     with pytest.raises(JudgeError, match=r"HTTP 401 .*check the key in \$OPENAI_API_KEY"):
         mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, answers, fresh, retries=3, backoff=0)
     assert len(fresh) == 0
+
+
+def test_a_request_the_judge_rejects_is_unscored_at_once_and_the_run_goes_on(server, tmp_path):
+    """HTTP 400 (e.g. vLLM's "maximum context length") fails the same way on every retry: no
+    retries, no waiting, and four in a row are not mistaken for an unreachable judge."""
+    qs = mt.load_questions(2)
+    store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
+    server.script = [("status", 400)] * 3 + [("text", "[[8]]")]
+    t0 = time.time()
+    mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, _answers(tmp_path, qs), store, retries=3,
+                     backoff=5, log=lambda m: None)
+    assert time.time() - t0 < 5 and len(server.requests) == 4
+    got = [(r["score"], r["attempts"]) for r in store.values()]
+    assert got == [(-1, 1), (-1, 1), (-1, 1), (8.0, 1)] and "HTTP 400" in next(iter(store.values()))["errors"][0]
 
 
 def test_math_second_turn_prompt_has_both_reference_answers():
@@ -241,6 +258,7 @@ def test_local_judge_errors_are_contained(local_judge, tmp_path, monkeypatch):
     mt.run_judgments(local_judge, qs, _answers(tmp_path, qs), store, retries=2, backoff=0, log=lambda m: None)
     rec = store.get((qs[0]["question_id"], 1))
     assert rec["score"] == -1 and "local judge failed: RuntimeError: out of memory" in rec["errors"][0]
+    assert rec["attempts"] == 1  # a local model fails the same way again: not retried
 
 
 def test_answers_are_fastchat_records_and_not_regenerated(tmp_path):
@@ -267,6 +285,7 @@ def test_answers_are_fastchat_records_and_not_regenerated(tmp_path):
         assert set(recs) == {q["question_id"] for q in qs}
         r = recs[qs[0]["question_id"]]
         assert r["model_id"] == "tiny" and len(r["choices"][0]["turns"]) == 2 and r["answer_id"]
+        assert r["decoding"] == {"mode": "sample", "temperature": 1.0}
         # lose the answer of a question whose batch-mate is finished: a rerun generates that batch
         # again (its outputs depend on the batch), keeps the finished one, and gets the same text
         lost = qs[1]["question_id"]
