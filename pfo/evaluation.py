@@ -12,6 +12,7 @@ mix results made by another model or other settings.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -50,6 +51,10 @@ def _file_safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._") or "model"
 
 
+def _sha1(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()[:16]
+
+
 def sample_indices(n_available: int, n_wanted: int, seed: int) -> list[int]:
     """Seeded sample of row indices in ascending order (all rows when n_wanted is 0 or too large)."""
     if not n_wanted or n_wanted >= n_available:
@@ -81,19 +86,25 @@ class Evaluator:
     def decoding(self, mode: str, n: int, max_new_tokens: int):
         from .generation import Decoding
 
-        return Decoding(mode, n, max_new_tokens, self.cfg.temperature, self.cfg.top_p, self.cfg.seed)
+        if mode == "sample":
+            return Decoding(mode, n, max_new_tokens, self.cfg.temperature, self.cfg.top_p, self.cfg.seed)
+        # temperature and top_p do nothing here: left at their defaults, so that changing them for
+        # another task does not stop this one from resuming
+        return Decoding(mode, n, max_new_tokens, seed=self.cfg.seed)
 
     def settings(self, decoding, prompts) -> dict:
-        """What generated results depend on: weights, tokenizer (and its chat template), decoding,
-        batching (each batch is seeded by its number) and the exact prompt list."""
-        import hashlib
-
+        """What generated results depend on: weights, precision and attention kernel, the
+        generation config (stop tokens, implicit top_k...), tokenizer (and its chat template),
+        decoding, batching (each batch is seeded by its number) and the exact prompt list."""
         from .tokenization import tokenizer_fingerprint
 
-        blob = json.dumps(prompts, sort_keys=True, ensure_ascii=False, default=str).encode()
-        return {"model_fingerprint": self.model_fp, "tokenizer": tokenizer_fingerprint(self.tokenizer),
+        gen = getattr(self.model, "generation_config", None)
+        gen = {k: v for k, v in (gen.to_diff_dict() if gen is not None else {}).items() if k != "transformers_version"}
+        return {"model_fingerprint": self.model_fp, "dtype": self.cfg.dtype,
+                "attn_implementation": self.cfg.attn_implementation, "generation_config": _sha1(gen),
+                "tokenizer": tokenizer_fingerprint(self.tokenizer),
                 "decoding": decoding.__dict__.copy(), "gen_batch_size": self.cfg.gen_batch_size,
-                "prompts_sha1": hashlib.sha1(blob).hexdigest()[:16]}
+                "prompts_sha1": _sha1(prompts)}
 
     # ------------------------------------------------------------------ likelihood analysis
     def margin(self) -> dict:
@@ -184,18 +195,21 @@ class Evaluator:
         # FastChat's layout: the file name is the model name its scripts report
         answers = KeyedRecords(self.out("mtbench", "model_answer", f"{self.model_id}.jsonl"),
                                key=lambda r: r["question_id"],
-                               settings={**self.settings(decoding, [q["question_id"] for q in questions]),
+                               settings={**self.settings(decoding, [[q["question_id"], q["turns"]] for q in questions]),
                                          "mtbench_decoding": cfg.mtbench_decoding})
         with tqdm(total=len(questions), desc=f"MT-Bench answers ({cfg.mtbench_decoding})", dynamic_ncols=True) as bar:
             mt.generate_answers(self.model, self.tokenizer, questions, answers, self.model_id, decoding,
                                 cfg.gen_batch_size, mode=cfg.mtbench_decoding, progress=bar)
         judge = make_judge(cfg)
         if judge is None:
-            earlier = read_json(self.out("mtbench_scores.json"))
-            if earlier and earlier.get("judge") and os.path.exists(earlier.get("judgments", "")):
+            earlier = read_json(self.out("mtbench_scores.json")) or {}
+            # the judgments file of this folder (the stored absolute path is stale after a move)
+            judged = self.out("mtbench", "model_judgment", os.path.basename(earlier.get("judgments") or "none"))
+            if earlier.get("judge") and os.path.exists(judged):
                 # keep what an earlier judged run found, re-counted against the current answers
-                judgments = KeyedRecords(earlier["judgments"], key=lambda r: (r["question_id"], r["turn"]))
-                result = {**earlier, **mt.summarize(questions, judgments, answers)}
+                judgments = KeyedRecords(judged, key=lambda r: (r["question_id"], r["turn"]))
+                result = {**earlier, "answers": answers.path, "judgments": judged,
+                          **mt.summarize(questions, judgments, answers)}
                 write_json(self.out("mtbench_scores.json"), result)
                 self.say(f"MT-Bench: {len(questions)} answers in {answers.path}; no judge configured this time, "
                          f"kept the earlier scores of {earlier['judge']}: {result['scored']}/{result['expected']} "
@@ -211,11 +225,12 @@ class Evaluator:
         judgments = KeyedRecords(self.out("mtbench", "model_judgment", f"{judge_file}_single.jsonl"),
                                  key=lambda r: (r["question_id"], r["turn"]),
                                  # the URL is transport: a judge moved to another host is the same judge
-                                 settings={"judge": cfg.judge, "judge_model": cfg.judge_model})
+                                 settings=mt.judge_settings(cfg))
         with tqdm(total=2 * len(questions), desc=f"MT-Bench judging ({judge.name})", dynamic_ncols=True) as bar:
             mt.run_judgments(judge, questions, answers, judgments, cfg.judge_retries, cfg.judge_backoff,
                              progress=bar, log=self.say)
         result = {"model": os.path.abspath(cfg.model), "judge": f"{cfg.judge}:{cfg.judge_model}",
+                  "mtbench_decoding": cfg.mtbench_decoding, "max_new_tokens": cfg.max_new_tokens,
                   "answers": answers.path, "judgments": judgments.path, **mt.summarize(questions, judgments, answers)}
         write_json(self.out("mtbench_scores.json"), result)
         avg = "n/a" if result["average"] is None else f"{result['average']:.2f}"

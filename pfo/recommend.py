@@ -17,6 +17,8 @@ _BRACKETS = re.compile(r"\([^()]*\)|\[[^\[\]]*\]")
 
 
 _EDGES = " \t\n\"'`“”‘’.,;:!?*-"
+_NUMBER = re.compile(r"\d+(?:\s*[-–]\s*\d+)?")  # "(1996)", "(1994-1998)": a year, not a title
+_LIST_MARKER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s+")  # "1. ", "2) ", "- " before a listed title
 
 
 def normalize_title(title: str) -> str:
@@ -25,10 +27,11 @@ def normalize_title(title: str) -> str:
         prev, out = out, _BRACKETS.sub(" ", out)
     out = " ".join(out.split()).strip(_EDGES)
     groups = _BRACKETS.findall(title)
-    if not out and len(groups) > 1:
+    if not out and groups:
         # A title that is all brackets ("[REC] (2007)"): its groups but the last (the year) are the
-        # title; a lone group ("(1996)") is a bare year and no title.
-        out = normalize_title(" ".join(g[1:-1] for g in groups[:-1]))
+        # title; a lone group is the title ("[REC]") unless it is a bare year ("(1996)": no title).
+        names = groups[:-1] if len(groups) > 1 else [g for g in groups if not _NUMBER.fullmatch(g[1:-1].strip())]
+        out = normalize_title(" ".join(g[1:-1] for g in names)) if names else ""
     return out.casefold()
 
 
@@ -59,10 +62,12 @@ _FIRST_BRACKET = re.compile(rf"^\s*(?:{_BR}\s*)*(?:[^\s(\[,;|][^\n(\[]*?{_BR}|[^
 
 def first_item(generation: str) -> str:
     """The recommended title in one generation: its first line, cut after the first bracketed
-    part (the year) when there is one, so that "Fargo (1996), Heat (1995)" -> "Fargo (1996)".
+    part (the year) when there is one, so that "Fargo (1996), Heat (1995)" -> "Fargo (1996)"
+    and "1. Fargo (1996)" -> "Fargo (1996)".
     A title without a bracket keeps its whole line ("Rainmaker, The" stays whole). Nothing is
     checked against the catalogue: an invented title is a miss, not a filtered row (paper §4.2)."""
     line = generation.strip().split("\n", 1)[0].strip() if generation.strip() else ""
+    line = _LIST_MARKER.sub("", line)  # a model answering with a numbered list
     line = _UNCLOSED.sub("", line)  # a bracket cut off by the token limit
     m = _FIRST_BRACKET.match(line)
     item = m.group(0) if m else line

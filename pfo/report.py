@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from .plots import plot_delta_margin, plot_training_dynamics
 from .fileio import atomic_write_text
+from .plots import PlotError, plot_delta_margin, plot_training_dynamics, read_log
 
 
 class ReportError(ValueError):
@@ -113,7 +113,9 @@ def write_report(runs: Sequence[Run], out_dir: str, title: str = "PFO comparison
         rows = [[label, _fmt(m["average"], 2), _fmt(m["turn_1"], 2), _fmt(m["turn_2"], 2)]
                 + [_fmt(m["per_category"].get(c), 2) for c in cats] + [f"{m['scored']}/{m['expected']}"]
                 for label, m in judged]
-        differ = _differences(dict(judged), {"judge": lambda m: m["judge"], "questions": lambda m: m.get("num_questions")})
+        differ = _differences(dict(judged), {"judge": lambda m: m["judge"], "questions": lambda m: m.get("num_questions"),
+                                             "answer decoding": lambda m: m.get("mtbench_decoding"),
+                                             "answer max_new_tokens": lambda m: m.get("max_new_tokens")})
         parts.append(f"## MT-Bench\n\nJudge `{judged[0][1]['judge']}`, single-answer grading (1-10).{differ}\n\n"
                      + _table(["method", "average", "turn 1", "turn 2", *cats, "scored"], rows))
         missing += [f"{r.label}: MT-Bench answers not judged" for r in runs
@@ -123,7 +125,14 @@ def write_report(runs: Sequence[Run], out_dir: str, title: str = "PFO comparison
     if judged or any(mt.values()):
         missing += [f"{r.label}: mtbench_scores.json" for r in runs if r.label in found and not mt[r.label]]
 
-    logged = [(r.label, r.log_path) for r in runs if r.log_path and os.path.exists(r.log_path)]
+    logged = []
+    for r in runs:
+        if r.log_path and os.path.exists(r.log_path):
+            try:  # one unreadable log costs its curve, not the report
+                read_log(r.log_path)
+                logged.append((r.label, r.log_path))
+            except PlotError as e:
+                missing.append(f"{r.label}: training dynamics ({e})")
     if logged:
         plot_training_dynamics(logged, os.path.join(out_dir, "training_dynamics.png"), window)
         parts.append("## Training dynamics (paper Fig. 2)\n\nBatch-mean sequence log-probs per step from each "

@@ -95,17 +95,25 @@ def save_hf_model(engine, tokenizer, dest: str) -> None:
     dist.barrier()
 
 
+def _step_of(line: str):
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 class JsonlLog:
     """Per-step records, one JSON object per line (rank 0 writes)."""
 
     def __init__(self, path: str, resume_step: int):
         self.path = path
         if dist.is_main():
-            # On resume, drop records past the checkpoint: those steps are about to be redone.
+            # On resume, drop records past the checkpoint: those steps are about to be redone
+            # (and so is a line torn by a kill mid-write).
             kept = []
             if resume_step and os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
+                    kept = [line for line in f if _step_of(line) is not None and _step_of(line) <= resume_step]
             atomic_write_text(path, "".join(kept))
 
     def write(self, record: dict) -> None:

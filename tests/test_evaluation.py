@@ -45,6 +45,9 @@ def test_rec_eval_resumes_after_a_kill_and_matches_a_clean_run(tmp_path):
     # other decoding settings on top of these results are refused, naming what differs
     res = _eval("rec", broken, "--seed", "1")
     assert res.returncode == 2 and "other settings" in res.stderr and "decoding" in res.stderr
+    # ... and so is another precision: half the users in fp32 and half in bf16 is no result
+    res = _eval("rec", broken, "--dtype", "bfloat16")
+    assert res.returncode == 2 and "other settings (dtype: file 'float32' vs now 'bfloat16')" in res.stderr
     assert _recs(broken) == b  # nothing lost
 
 
@@ -64,10 +67,20 @@ def test_mtbench_without_judge_generates_and_says_scoring_was_skipped(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     judged = json.load(open(os.path.join(out, "mtbench_scores.json")))
     assert judged["judge"] == "hf:tiny-random-llama" and judged["scored"] + judged["unscored"] == 4
-    res = _eval("mtbench", out, "--mtbench_questions", "2", "--max_new_tokens", "4")
-    assert res.returncode == 0 and "kept the earlier scores of hf:tiny-random-llama" in res.stdout
-    kept = json.load(open(os.path.join(out, "mtbench_scores.json")))
-    assert {k: kept[k] for k in judged} == judged
+    # an evaluation folder that was moved still finds its judgments; temperature does not act on
+    # FastChat-mode answers, so changing it (for another task) does not block them
+    moved = str(tmp_path / "moved")
+    os.rename(out, moved)
+    res = _eval("mtbench", moved, "--mtbench_questions", "2", "--max_new_tokens", "4", "--temperature", "0.5")
+    assert res.returncode == 0 and "kept the earlier scores of hf:tiny-random-llama" in res.stdout, res.stderr[-3000:]
+    kept = json.load(open(os.path.join(moved, "mtbench_scores.json")))
+    assert {k: kept[k] for k in judged if k not in ("answers", "judgments")} == \
+        {k: v for k, v in judged.items() if k not in ("answers", "judgments")}
+    assert kept["judgments"].startswith(moved) and os.path.exists(kept["judgments"])
+    # judgments made with another judge length are not mixed with new ones
+    res = _eval("mtbench", moved, "--mtbench_questions", "2", "--max_new_tokens", "4", "--judge", "hf",
+                "--judge_model", "tiny-random-llama", "--judge_max_new_tokens", "8", "--judge_retries", "1")
+    assert res.returncode == 2 and "judge_max_new_tokens: file 4 vs now 8" in res.stderr
 
 
 def test_answer_file_is_named_once_per_evaluation_folder(tmp_path):

@@ -103,7 +103,11 @@ def test_questions_prompts_and_references():
 
 @pytest.mark.parametrize("reply,score", [
     ("Good answer. Rating: [[7]]", 7.0), ("[[8.5]]", 8.5), ("I give it [6].", 6.0), ("Rating: 4", 4.0),
-    ("no rating at all", None), ("[[11]]", None), ("[[0]]", None)])
+    ("no rating at all", None), ("[[11]]", None), ("[[0]]", None),
+    ("Rating: 7.5", 7.5), ("rating: 9", 9.0),
+    ("Per step [3] it is fine. Rating: 8", 8.0),       # a citation is not the rating
+    ("As noted in [12], good. Rating: 8", 8.0),        # out of range: skipped, not the end of the search
+    ("[[0]] no, I mean [[6]]", 6.0)])
 def test_parse_rating(reply, score):
     assert mt.parse_rating(reply) == score
 
@@ -180,16 +184,36 @@ def test_timeouts_and_rate_limits_are_retried_fatal_errors_stop(server, tmp_path
 
 def test_a_request_the_judge_rejects_is_unscored_at_once_and_the_run_goes_on(server, tmp_path):
     """HTTP 400 (e.g. vLLM's "maximum context length") fails the same way on every retry: no
-    retries, no waiting, and four in a row are not mistaken for an unreachable judge."""
-    qs = mt.load_questions(2)
+    retries, no waiting, and rejections in a row from a judge that answers are not mistaken for an
+    unreachable judge."""
+    qs = mt.load_questions(3)
     store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
-    server.script = [("status", 400)] * 3 + [("text", "[[8]]")]
+    server.script = [("text", "[[8]]")] + [("status", 400)] * 4 + [("text", "[[5]]")]
     t0 = time.time()
     mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, _answers(tmp_path, qs), store, retries=3,
                      backoff=5, log=lambda m: None)
-    assert time.time() - t0 < 5 and len(server.requests) == 4
+    assert time.time() - t0 < 5 and len(server.requests) == 6
     got = [(r["score"], r["attempts"]) for r in store.values()]
-    assert got == [(-1, 1), (-1, 1), (-1, 1), (8.0, 1)] and "HTTP 400" in next(iter(store.values()))["errors"][0]
+    assert got == [(8.0, 1), (-1, 1), (-1, 1), (-1, 1), (-1, 1), (5.0, 1)]
+    assert "HTTP 400" in list(store.values())[1]["errors"][0]
+
+
+def test_a_judge_that_rejects_every_request_stops_the_run(server, tmp_path):
+    """A server that never takes the request (e.g. a model that wants max_completion_tokens)
+    would mark all 160 judgments unscored at once: after 3 rejections and no reply it stops, with
+    the judgments so far saved, and a rerun against a working judge continues."""
+    qs = mt.load_questions(3)
+    store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
+    server.script = [("status", 400)] * 3
+    answers = _answers(tmp_path, qs)
+    with pytest.raises(JudgeError, match="rejected the first 3 requests and has never answered"):
+        mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, answers, store, retries=3, backoff=0,
+                         log=lambda m: None)
+    assert len(store) == 3 and len(server.requests) == 3
+    server.script = [("text", "[[7]]")] * 6
+    mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, answers, store, retries=3, backoff=0,
+                     log=lambda m: None)
+    assert [r["score"] for r in store.values()] == [7.0] * 6
 
 
 def test_math_second_turn_prompt_has_both_reference_answers():

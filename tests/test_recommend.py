@@ -100,3 +100,14 @@ def test_titles_that_begin_with_brackets():
     assert normalize_title("(500) Days of Summer (2009)") == normalize_title("Days of Summer") == "days of summer"
     assert normalize_title("[REC] (2007)") == normalize_title("[Rec] (2007)") == "rec"
     assert hit_rate([[first_item("[REC] (2007), Fargo")]], ["[REC] (2007)"], 5) == 1.0
+    # a lone bracketed title is a title, a lone year is not
+    assert normalize_title("[REC]") == "rec" and normalize_title("(1994-1998)") == normalize_title("(500)") == ""
+
+
+def test_numbered_list_markers_are_not_part_of_the_title():
+    from pfo.recommend import first_item
+
+    assert first_item("1. Toy Story (1995)\n2. Heat (1995)") == "Toy Story (1995)"
+    assert first_item("2) Fargo (1996), Heat") == first_item("- Fargo (1996)") == "Fargo (1996)"
+    assert first_item("2001: A Space Odyssey (1968)") == "2001: A Space Odyssey (1968)"
+    assert first_item("12 Angry Men (1957)") == "12 Angry Men (1957)"

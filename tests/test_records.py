@@ -31,3 +31,16 @@ def test_a_foreign_file_is_an_error_naming_the_line(tmp_path):
     path.write_text('{"id": 1}\nnot json\n')
     with pytest.raises(RecordsError, match=r"x.jsonl:2"):
         KeyedRecords(str(path), key=lambda r: r["id"])
+
+
+def test_training_log_on_resume_keeps_steps_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
+    """A stage killed mid-write leaves half a line; resuming from checkpoint step 2 keeps steps 1-2
+    (those after it are redone) and must not crash on the torn line."""
+    from pfo.training import JsonlLog
+
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": s / 10}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    log = JsonlLog(str(path), resume_step=2)
+    log.write({"step": 3, "loss": 0.33})
+    assert [json.loads(line) for line in path.read_text().splitlines()] == \
+        [{"step": 1, "loss": 0.1}, {"step": 2, "loss": 0.2}, {"step": 3, "loss": 0.33}]

@@ -67,6 +67,28 @@ def test_log_reading_and_smoothing(tmp_path):
     bad.write_text('{"step": 1}\n')
     with pytest.raises(PlotError, match=r"bad.jsonl:1: not an align log record"):
         read_log(str(bad))
+    for text in ("null\n", "[1, 2]\n", '{"step": 1, "logp_desirable": null, "logp_undesirable": 1}\n'):
+        bad.write_text(text)
+        with pytest.raises(PlotError, match="not an align log record"):
+            read_log(str(bad))
+
+
+def test_a_torn_last_log_line_is_left_out_and_a_bad_log_costs_only_its_curve(tmp_path):
+    """A run killed while writing its log leaves half a line: the curve stops before it. A log
+    broken in the middle is an error for `pfo plot`, and in a report it is listed as missing while
+    the tables and the other runs' curves are still written."""
+    path = _log(tmp_path / "l.jsonl", [(-1, -2, 0.1, -0.1), (-3, -2, 0.3, -0.2)])
+    with open(path, "a") as f:
+        f.write('{"step": 3, "logp_desir')
+    assert read_log(path)["step"].tolist() == [1, 2]
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(open(path).read().replace('"step": 1,', '"step": 1', 1) + "\n{}\n")
+    with pytest.raises(PlotError, match="broken.jsonl:1: not an align log record"):
+        read_log(str(broken))
+    good, bad = _run(tmp_path, "pfo", 0.1, 1.0, log_rows=[(-1, -2, 0.1, -0.1)] * 3), _run(tmp_path, "kto", 0.1, 1.0)
+    text = open(write_report([good, Run("kto", bad.eval_dir, str(broken))], str(tmp_path / "r"))).read()
+    assert "| kto | 0.1000/0.2000 |" in text and "![training dynamics](training_dynamics.png)" in text
+    assert "- kto: training dynamics (" in text and "broken.jsonl:1" in text
 
 
 def test_no_results_is_an_error_not_an_empty_report(tmp_path):
