@@ -63,11 +63,14 @@ _FIRST_BRACKET = re.compile(rf"^\s*(?:{_BR}\s*)*(?:[^\s(\[,;|][^\n(\[]*?{_BR}|[^
 def first_item(generation: str) -> str:
     """The recommended title in one generation: its first line, cut after the first bracketed
     part (the year) when there is one, so that "Fargo (1996), Heat (1995)" -> "Fargo (1996)"
-    and "1. Fargo (1996)" -> "Fargo (1996)".
+    and "1. Fargo (1996)" -> "Fargo (1996)"; a first line ending in ":" leads in to the answer on
+    the next line ("I predict they will watch:\n\n1. Fargo (1996)" -> "Fargo (1996)").
     A title without a bracket keeps its whole line ("Rainmaker, The" stays whole). Nothing is
     checked against the catalogue: an invented title is a miss, not a filtered row (paper §4.2)."""
-    line = generation.strip().split("\n", 1)[0].strip() if generation.strip() else ""
-    line = _LIST_MARKER.sub("", line)  # a model answering with a numbered list
+    lines = [line.strip() for line in generation.split("\n") if line.strip()]
+    while len(lines) > 1 and lines[0].endswith(":"):  # "... they will likely watch:" leads in to the answer
+        lines.pop(0)
+    line = _LIST_MARKER.sub("", lines[0]) if lines else ""  # a model answering with a numbered list
     line = _UNCLOSED.sub("", line)  # a bracket cut off by the token limit
     m = _FIRST_BRACKET.match(line)
     item = m.group(0) if m else line

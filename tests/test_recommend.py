@@ -111,3 +111,8 @@ def test_numbered_list_markers_are_not_part_of_the_title():
     assert first_item("2) Fargo (1996), Heat") == first_item("- Fargo (1996)") == "Fargo (1996)"
     assert first_item("2001: A Space Odyssey (1968)") == "2001: A Space Odyssey (1968)"
     assert first_item("12 Angry Men (1957)") == "12 Angry Men (1957)"
+    # SmolLM2's chatty replies: a lead-in line, then the list (seen in cpu-demo generations)
+    lead = "Yes, using the past movie choices, I can predict the next they will likely watch:"
+    assert first_item(lead + "\n\n1. Kingpin (1996)\n2. Fargo (1996)") == "Kingpin (1996)"
+    assert first_item(lead + "\n\n1. A (1") == "A"          # cut by the token limit
+    assert first_item(lead) == lead                          # nothing after it: the line itself (a miss)
