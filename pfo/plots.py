@@ -28,14 +28,15 @@ def read_log(path: str) -> dict[str, np.ndarray]:
             continue
         try:
             r = json.loads(line)
-            row = (r["step"], float(r["logp_desirable"]), float(r["logp_undesirable"]),
-                   r.get("reward_desirable"), r.get("reward_undesirable"))
         except ValueError:
             if n - 1 == last:
                 continue
             raise PlotError(f"{path}:{n}: not an align log record (not JSON)") from None
-        except (KeyError, TypeError, AttributeError) as e:
-            raise PlotError(f"{path}:{n}: not an align log record (no {e})") from None
+        try:
+            row = (r["step"], float(r["logp_desirable"]), float(r["logp_undesirable"]),
+                   r.get("reward_desirable"), r.get("reward_undesirable"))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise PlotError(f"{path}:{n}: not an align log record ({type(e).__name__}: {e})") from None
         for out, v in zip((steps, pos, neg, rpos, rneg), row):
             out.append(v)
     if not steps:

@@ -113,7 +113,7 @@ class JsonlLog:
             kept = []
             if resume_step and os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
-                    kept = [line for line in f if _step_of(line) is not None and _step_of(line) <= resume_step]
+                    kept = [line for line in f if (step := _step_of(line)) is not None and step <= resume_step]
             atomic_write_text(path, "".join(kept))
 
     def write(self, record: dict) -> None:
