@@ -86,7 +86,10 @@ def plot_training_dynamics(runs: Sequence[tuple[str, str]], out_path: str, windo
         for i, (label, log) in enumerate(logs):
             color = f"C{i}"
             ax.plot(log["step"], log[key], color=color, alpha=0.25, linewidth=1)
-            ax.plot(log["step"], smooth(log[key], window), color=color, linewidth=2, label=label)
+            # methods often coincide for the first steps: a dash pattern and marker per run keep
+            # a line that lies under another visible
+            ax.plot(log["step"], smooth(log[key], window), color=color, linewidth=2, label=label,
+                    linestyle=("-", "--", "-.", ":")[i % 4], marker="os^vDx"[i % 6], markersize=3.5, markevery=2)
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
