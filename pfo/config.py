@@ -260,16 +260,27 @@ def build(cls, values: dict) -> Any:
 def load_stage_config(stage: str, argv: Optional[list[str]] = None):
     """Parse ``--config PRESET_OR_YAML`` plus field overrides for one stage."""
     cls = STAGES[stage]
+    # the preset is read before the flags are declared, so --help shows the values this preset gives
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default="cpu-demo")
+    preset = pre.parse_known_args(argv)[0].config
+    path = preset_path(preset)
+    preset_values = _preset_values(cls, stage, path)
     parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"PFO {stage} stage")
     parser.add_argument("--config", default="cpu-demo", help="preset name (configs/*.yaml) or YAML path")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     for f in fields(cls):
+        shown = f"{preset_values[f.name]!r} (preset {preset})" if f.name in preset_values else repr(f.default)
         parser.add_argument(f"--{f.name}", f"--{f.name.replace('_', '-')}", dest=f.name,
-                            default=argparse.SUPPRESS, help=f"(default from config: {f.default!r})")
+                            default=argparse.SUPPRESS, help=f"(default: {shown})")
     args = vars(parser.parse_args(argv))
-    path = preset_path(args.pop("config"))
+    args.pop("config")
     args.pop("local_rank")
-    with open(path) as fh:
+    return build(cls, {**preset_values, **args})
+
+
+def _preset_values(cls, stage: str, path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
         doc = yaml.safe_load(fh) or {}
     unknown_sections = sorted(set(doc) - set(STAGES) - {"common", "feedback"})
     if unknown_sections:
@@ -278,8 +289,7 @@ def load_stage_config(stage: str, argv: Optional[list[str]] = None):
     # "feedback" holds the alignment data settings shared by precompute and align, so the two
     # stages cannot drift apart (a drift would make align refuse the cache).
     feedback = (doc.get("feedback") or {}) if issubclass(cls, FeedbackData) else {}
-    values = {**(doc.get("common") or {}), **feedback, **(doc.get(stage) or {}), **args}
-    return build(cls, values)
+    return {**(doc.get("common") or {}), **feedback, **(doc.get(stage) or {})}
 
 
 def to_dict(cfg) -> dict:

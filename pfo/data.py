@@ -322,9 +322,12 @@ def read_interaction_log(path: str):
     import pandas as pd
 
     lower = path.lower()
+    tabular_text = lower.endswith((".csv", ".tsv"))
     try:
-        if lower.endswith((".csv", ".tsv")):
-            df = pd.read_csv(path, sep="\t" if lower.endswith(".tsv") else ",")
+        if tabular_text:
+            # index_col=False: a row with an unquoted separator in a title is a parse error, not a
+            # silent shift of every column by one
+            df = pd.read_csv(path, sep="\t" if lower.endswith(".tsv") else ",", index_col=False)
         elif lower.endswith(".parquet"):
             df = pd.read_parquet(path)
         elif lower.endswith(".jsonl"):
@@ -333,18 +336,24 @@ def read_interaction_log(path: str):
             df = pd.read_json(path)
         else:
             return None
-    except ValueError:
+    except ValueError as e:
+        if tabular_text:  # only interaction logs come as CSV/TSV, so no other reader can do better
+            raise DataError(f"{path}: not a readable {'TSV' if lower.endswith('.tsv') else 'CSV'} file: "
+                            f"{str(e).strip()} (quote fields that contain the separator)") from e
         return None  # not tabular: let the feedback-row reader give its own error
     found = {}
     for want, names in INTERACTION_COLUMNS.items():
         hit = [c for c in names if c in df.columns]
         if hit:
             found[want] = hit[0]
+    accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in INTERACTION_COLUMNS.items())
     if not found or ("prompt" in df.columns and len(found) < 3):
+        if tabular_text:
+            raise DataError(f"{path}: no interaction-log columns; found {list(map(str, df.columns))}, needs user, "
+                            f"item (title), timestamp (accepted names: {accepted})")
         return None
     missing = sorted(set(INTERACTION_COLUMNS) - set(found))
     if missing:
-        accepted = "; ".join(f"{k}: {', '.join(v)}" for k, v in INTERACTION_COLUMNS.items())
         raise DataError(f"{path}: interaction log lacks column(s) {missing}; needs user, item (title), "
                         f"timestamp (accepted names: {accepted})")
     df = df[[found["user"], found["item"], found["timestamp"]]].set_axis(["user", "item", "timestamp"], axis=1)
@@ -353,13 +362,47 @@ def read_interaction_log(path: str):
         row = int(bad.to_numpy().nonzero()[0][0])
         raise DataError(f"{path}: row {row}: empty user, item or timestamp")
     if not pd.api.types.is_numeric_dtype(df["timestamp"]):
-        # dates as text ("Thu Dec 17 11:03:41 -0800 2015", ISO strings) must sort by time, not by text
-        parsed = pd.to_datetime(df["timestamp"], utc=True, format="mixed", errors="coerce")
-        if parsed.isna().any():
-            i = int(parsed.isna().to_numpy().nonzero()[0][0])
-            raise DataError(f"{path}: row {i}: timestamp {df['timestamp'].iloc[i]!r} is neither a number nor a date")
-        df["timestamp"] = parsed
+        df["timestamp"] = _parse_timestamps(df["timestamp"], path)
     return df
+
+
+def _parse_timestamps(column, path: str):
+    """Text timestamps as times, so that they sort by time and not by text ("Mon" < "Tue").
+
+    One reading for the whole column: numbers when the first value is one; else ISO 8601; else a
+    single date format inferred month-first and day-first: the reading under which every row parses
+    wins, and a column both readings parse differently ("03/12/2015") is refused, since picking one
+    would silently reorder interactions. Rows count from 0 over the data rows."""
+    import warnings
+
+    import pandas as pd
+
+    def row_error(i: int, what: str):
+        return DataError(f"{path}: row {i}: timestamp {column.iloc[i]!r} {what}")
+
+    numbers = pd.to_numeric(column, errors="coerce")
+    if not pd.isna(numbers.iloc[0]):
+        if numbers.isna().any():
+            raise row_error(int(numbers.isna().to_numpy().nonzero()[0][0]), "is not a number (the first row's is)")
+        return numbers
+    iso = pd.to_datetime(column, utc=True, format="ISO8601", errors="coerce")
+    if not iso.isna().any():
+        return iso
+    readings = []
+    with warnings.catch_warnings():  # pandas warns when it falls back to parsing each value (Goodreads dates)
+        warnings.simplefilter("ignore", UserWarning)
+        for dayfirst in (False, True):
+            readings.append(pd.to_datetime(column, utc=True, dayfirst=dayfirst, errors="coerce"))
+    complete = [r for r in readings if not r.isna().any()]
+    if not complete:
+        failed = (readings[0].isna() & readings[1].isna()).to_numpy().nonzero()[0]
+        i = int(failed[0]) if len(failed) else int(readings[0].isna().to_numpy().nonzero()[0][0])
+        raise row_error(i, "is neither a number nor a date in the format of the other rows")
+    if len(complete) == 2 and not complete[0].equals(complete[1]):
+        i = int((complete[0] != complete[1]).to_numpy().nonzero()[0][0])
+        raise row_error(i, "reads as two different dates (month first or day first); write timestamps as "
+                           "ISO 8601 (YYYY-MM-DD) or as numbers")
+    return complete[0]
 
 
 def movielens_log(ratings_path: Optional[str] = None, items_path: Optional[str] = None):

@@ -108,7 +108,7 @@ class Evaluator:
 
     # ------------------------------------------------------------------ likelihood analysis
     def margin(self) -> dict:
-        from .cache import ReferenceCache, run_fields
+        from .cache import CacheError, ReferenceCache, run_fields
         from .data import prepare_feedback
         from .logprobs import SequenceLogProbs, score
         from .models import load_model
@@ -116,7 +116,10 @@ class Evaluator:
 
         cfg = self.cfg
         fset = prepare_feedback(cfg, self.tokenizer, kl_pairs=False)
-        cache = ReferenceCache(cfg.cache_dir)
+        try:
+            cache = ReferenceCache(cfg.cache_dir)
+        except CacheError as e:  # the examples and their 'before' log-probs come from the stage-2 cache
+            raise CacheError(f"{e} (or pass --cache_dir with the cache of the run being evaluated)") from None
         expected = run_fields(cfg, tokenizer_fingerprint(self.tokenizer), fset)
         expected.pop("kl_pairs")
         cache.check(expected, rebuild_hint="rerun stages/precompute_ref.py with the same data settings")

@@ -171,12 +171,13 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
     greedy); after ``retries`` attempts, or at once when the judge rejects this request for good
     (e.g. longer than its context), the judgment is saved with score -1 (FastChat's marker for
     unscored) and the run goes on. Unscored ones are tried again on rerun; a judgment of an answer
-    that has since changed is redone. A fatal error (bad key, unknown model, no reply at all for 3
-    judgments in a row, or a judge that has never answered and rejected 3 requests in a row: it
-    wants another request, e.g. no max_tokens) stops the run: every judgment finished so far is on
-    disk."""
+    that has since changed is redone. A fatal error stops the run, with every finished judgment on
+    disk: a bad key or unknown model; every attempt of 3 judgments in a row failed in transport
+    (no connection, timeout, HTTP 5xx/429, non-JSON: the server is down or broken, and marking
+    everything unscored would only waste the run); or a judge that has never answered rejected 3
+    requests in a row (it wants another request, e.g. no max_tokens)."""
     prompts, refs = load_judge_prompts(), load_reference_answers()
-    unreachable = 0  # consecutive judgments whose every attempt failed in transport
+    unreachable = 0  # consecutive judgments whose every attempt failed in transport (HTTP 5xx, non-JSON too)
     rejected = 0  # consecutive judgments the judge rejected for good
     answered = any(r.get("judgment") for r in store.values())  # has this judge ever replied?
     for q in questions:
@@ -219,7 +220,7 @@ def run_judgments(judge, questions: Sequence[dict], answers: KeyedRecords, store
                             "answer_id": ans["answer_id"], "attempts": len(errors) + (score is not None),
                             "errors": errors, "tstamp": time.time()}])
                 if unreachable >= 3:  # not a bad reply but no judge: stop instead of failing all
-                    raise JudgeError(f"the judge failed {unreachable} judgments in a row without replying "
+                    raise JudgeError(f"the judge failed {unreachable} judgments in a row without a usable reply "
                                      f"({errors[-1]}); finished judgments are saved in {store.path}, fix the "
                                      "judge and rerun to continue", fatal=True)
                 if rejected >= 3 and not answered:  # not 3 long prompts but a request it never takes

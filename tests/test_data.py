@@ -197,3 +197,44 @@ def test_interaction_log_with_text_dates_sorts_by_time(tmp_path):
     bad.write_text("user,item,timestamp\n1,A,yesterday\n2,B,soon\n")
     with pytest.raises(DataError, match="row 0: timestamp .yesterday. is neither a number nor a date"):
         load_feedback(str(bad))
+
+
+def _text_file(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_timestamp_column_has_one_reading(tmp_path):
+    """Numbers stay numbers (the text row is the one named); dates share one format: 13/11 proves a
+    day-first column; a column both readings accept differently is refused, never silently sorted."""
+    from pfo.data import held_out_users, read_interaction_log
+
+    mixed = _text_file(tmp_path, "mixed.csv", "user,title,timestamp\na,Emma,1420070400\na,Dune,1422748800\n"
+                                              "b,Dune,yesterday\nb,Emma,1425168000\n")
+    with pytest.raises(DataError, match=r"row 2: timestamp 'yesterday' is not a number"):
+        read_interaction_log(mixed)
+    dayfirst = _text_file(tmp_path, "dayfirst.csv", "user,title,timestamp\na,Emma,03/12/2015\na,Dune,13/11/2015\n"
+                                                    "a,Beloved,04/11/2015\nb,Up,01/02/2015\nb,Big,02/01/2015\n")
+    times = read_interaction_log(dayfirst)["timestamp"].dt.strftime("%Y-%m-%d").tolist()
+    assert times == ["2015-12-03", "2015-11-13", "2015-11-04", "2015-02-01", "2015-01-02"]
+    assert {u.user: u.truth for u in held_out_users(dayfirst, history_len=2)} == {"rec-ua-k2": "Emma",
+                                                                                  "rec-ub-k1": "Up"}
+    ambiguous = _text_file(tmp_path, "ambiguous.csv",
+                           "user,title,timestamp\na,Emma,12/01/2015\na,Dune,11/01/2015\n")
+    with pytest.raises(DataError, match=r"row 0: timestamp '12/01/2015' reads as two different dates"):
+        read_interaction_log(ambiguous)
+    iso = _text_file(tmp_path, "iso.tsv", "user\titem\ttime\na\tEmma\t2015-01-13\na\tDune\t2015-01-02T10:00:00\n")
+    assert read_interaction_log(iso)["timestamp"].dt.day.tolist() == [13, 2]
+
+
+def test_unreadable_or_foreign_csv_is_named(tmp_path):
+    from pfo.data import read_interaction_log
+
+    comma = _text_file(tmp_path, "comma.csv",
+                       "user,title,timestamp\na,Emma,1\na,American in Paris, An (1951),2\n")
+    with pytest.raises(DataError, match=r"comma.csv: not a readable CSV file: .*line 3.*quote fields"):
+        read_interaction_log(comma)
+    foreign = _text_file(tmp_path, "foreign.csv", "uid,book,when\na,Emma,1\n")
+    with pytest.raises(DataError, match=r"no interaction-log columns; found \['uid', 'book', 'when'\]"):
+        load_feedback(foreign)

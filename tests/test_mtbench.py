@@ -182,6 +182,20 @@ def test_timeouts_and_rate_limits_are_retried_fatal_errors_stop(server, tmp_path
     assert len(fresh) == 0
 
 
+def test_a_broken_server_is_unscored_once_and_stops_the_run_when_it_stays_broken(server, tmp_path):
+    """HTTP 500 and non-JSON replies are transport failures: one judgment whose every attempt fails
+    is unscored and the run goes on; three such judgments in a row stop it, naming the error."""
+    qs = mt.load_questions(3)
+    answers = _answers(tmp_path, qs)
+    store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
+    server.script = [("status", 500), ("raw", b"<html>oops</html>"), ("text", "[[6]]")] + [("status", 500)] * 6
+    with pytest.raises(JudgeError, match=r"failed 3 judgments in a row without a usable reply \(HTTP 500"):
+        mt.run_judgments(OpenAIJudge(server.url, "m", timeout=5), qs, answers, store, retries=2, backoff=0,
+                         log=lambda m: None)
+    assert [r["score"] for r in store.values()] == [-1, 6.0, -1, -1, -1] and not server.script
+    assert "malformed chat-completions reply" in list(store.values())[0]["errors"][1]
+
+
 def test_a_request_the_judge_rejects_is_unscored_at_once_and_the_run_goes_on(server, tmp_path):
     """HTTP 400 (e.g. vLLM's "maximum context length") fails the same way on every retry: no
     retries, no waiting, and rejections in a row from a judge that answers are not mistaken for an
@@ -233,7 +247,7 @@ def test_unreachable_endpoint_is_a_judge_error(tmp_path):
     # a judge that never answers stops the run after 3 judgments instead of failing all of them
     qs = mt.load_questions(3)
     store = KeyedRecords(str(tmp_path / "j.jsonl"), key=lambda r: (r["question_id"], r["turn"]))
-    with pytest.raises(JudgeError, match="failed 3 judgments in a row without replying"):
+    with pytest.raises(JudgeError, match="failed 3 judgments in a row without a usable reply"):
         mt.run_judgments(judge, qs, _answers(tmp_path, qs), store, retries=2, backoff=0, log=lambda m: None)
     assert len(store) == 3 and all(r["score"] == -1 for r in store.values())
 
