@@ -257,17 +257,20 @@ def build(cls, values: dict) -> Any:
     return cfg
 
 
+DEFAULT_PRESET = "cpu-demo"  # a stage run without --config (run_all.sh defaults to the same preset)
+
+
 def load_stage_config(stage: str, argv: Optional[list[str]] = None):
     """Parse ``--config PRESET_OR_YAML`` plus field overrides for one stage."""
     cls = STAGES[stage]
     # the preset is read before the flags are declared, so --help shows the values this preset gives
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default="cpu-demo")
+    pre.add_argument("--config", default=DEFAULT_PRESET)
     preset = pre.parse_known_args(argv)[0].config
     path = preset_path(preset)
     preset_values = _preset_values(cls, stage, path)
     parser = argparse.ArgumentParser(prog=f"stages/{stage}.py", description=f"PFO {stage} stage")
-    parser.add_argument("--config", default="cpu-demo", help="preset name (configs/*.yaml) or YAML path")
+    parser.add_argument("--config", default=DEFAULT_PRESET, help="preset name (configs/*.yaml) or YAML path")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=-1, help=argparse.SUPPRESS)
     for f in fields(cls):
         shown = f"{preset_values[f.name]!r} (preset {preset})" if f.name in preset_values else repr(f.default)
